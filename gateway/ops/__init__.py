@@ -1,0 +1,1 @@
+"""The ops control plane: login, live figures, controls, audit log and autopilot."""

@@ -1,0 +1,754 @@
+"""What a visitor gets: the waiting page, the status API, the pass, or the booking site.
+
+A status check by someone waiting is answered from this worker's view of the line, without
+Redis. Redis is touched to join, once at the visitor's turn to collect the pass, once after a
+scheduled opening to learn the drawn place, and when a receipt is redeemed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from itsdangerous import BadSignature
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from queue_core.line_view import LineView, Standing
+from queue_core.rooms import RoomConfig
+from queue_core.store import LineStore
+from queue_core.tokens import Credentials, InvalidCredential, Pass, Ticket, new_visitor_id
+
+from .forms import FormTooLarge, read_form
+from .i18n import LANG_COOKIE
+from .invitations import Invitations
+from .limits import FailureLimiter
+from .line_keeper import LineKeeper
+from .metrics import NO_ROOM, GatewayMetrics
+from .pages import LANG_COOKIE_SECONDS, Pages
+from .proxy import BackendProxy
+from .receipts import Receipts
+from .status import (
+    VisitorStatus,
+    admitted_status,
+    closed_status,
+    scheduled_status,
+    waiting_status,
+)
+
+log = logging.getLogger("waitroom.gateway")
+NO_STORE = {"Cache-Control": "no-store"}
+TICKET_HEADER = "x-waitroom-ticket"
+TICKET_COOKIE_SECONDS = 24 * 3600
+# Wrong receipt or invitation codes allowed per address per window: plenty for typos, and
+# against 40-bit checks it leaves guessing hopeless.
+GUESS_LIMIT = 20
+GUESS_WINDOW = 900
+
+
+def ticket_cookie(room: str) -> str:
+    return f"wr_ticket_{room}"
+
+
+def pass_cookie(room: str) -> str:
+    return f"wr_pass_{room}"
+
+
+class Unavailable(Exception):
+    """The line cannot be read or written right now (Redis unreachable)."""
+
+
+class Gate:
+    def __init__(
+        self,
+        *,
+        rooms: Mapping[str, RoomConfig],
+        keeper: LineKeeper,
+        credentials: Credentials,
+        receipts: Receipts,
+        invitations: Invitations,
+        proxy: BackendProxy,
+        pages: Pages,
+        cookie_secure: str = "auto",
+        internal_paths: Sequence[str] = ("/_backend/", "/_sim/", "/metrics"),
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.rooms = rooms
+        self.keeper = keeper
+        self.metrics = metrics or keeper.metrics
+        self.store: LineStore = keeper.store
+        self.credentials = credentials
+        self.receipts = receipts
+        self.invitations = invitations
+        self.guesses = FailureLimiter(keeper.store.redis, GUESS_LIMIT, GUESS_WINDOW)
+        self.proxy = proxy
+        self.pages = pages
+        self.cookie_secure = cookie_secure
+        # Entries ending in "/" cover everything below them; others are exact paths.
+        self.internal_prefixes = tuple(p for p in internal_paths if p.endswith("/"))
+        self.internal_paths = frozenset(p for p in internal_paths if not p.endswith("/"))
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def room_for_path(self, path: str) -> RoomConfig | None:
+        for room in self.rooms.values():
+            if room.protects(path):
+                return room
+        return None
+
+    async def site(self, request: Request) -> Response:
+        """Every request outside /_waitroom/: proxied, unless it is protected and unadmitted."""
+        room = self.room_for_path(request.url.path)
+        if room is None:
+            path = request.url.path
+            if path in self.internal_paths or path.startswith(self.internal_prefixes):
+                # The booking site's own ops, metrics and simulator endpoints are for the
+                # operators' network, never for the public through the gateway.
+                return self.error_json(404, "not_found", "No such page.")
+            return await self.proxy.forward(request, observe=self.metrics.forwarded(NO_ROOM))
+        admission = self.valid_pass(request, room)
+        if admission is not None:
+            return await self.forward_admitted(request, room, admission.visitor)
+        return await self.queue(request, room, api=False)
+
+    # -- credentials -----------------------------------------------------------------------
+
+    def valid_pass(self, request: Request, room: RoomConfig) -> Pass | None:
+        value = request.cookies.get(pass_cookie(room.name))
+        if not value:
+            return None
+        try:
+            admission = self.credentials.read_pass(value, time.time())
+        except InvalidCredential as exc:
+            self.metrics.token_refused(room.name, "pass", self.pass_refusal(value, exc))
+            return None
+        if admission.room != room.name:
+            self.metrics.token_refused(room.name, "pass", "wrong_room")
+            return None
+        return admission
+
+    def pass_refusal(self, value: str, exc: InvalidCredential) -> str:
+        """Why a pass was refused, for the metrics (only refusals pay for this)."""
+        if exc.__cause__ is None:
+            try:  # good in every respect but its time?
+                self.credentials.read_pass(value, float("-inf"))
+            except InvalidCredential:
+                return "invalid"
+            return "expired"
+        return refusal_reason(exc)
+
+    def read_ticket(self, request: Request, room: RoomConfig, api: bool) -> Ticket | None:
+        """The visitor's ticket for this room, None if they have none; raises if it is bad."""
+        value = request.cookies.get(ticket_cookie(room.name))
+        if value is None and api:
+            value = request.headers.get(TICKET_HEADER)
+        if value is None:
+            return None
+        try:
+            ticket = self.credentials.read_ticket(value)
+        except InvalidCredential as exc:
+            self.metrics.token_refused(room.name, "ticket", refusal_reason(exc))
+            raise
+        if ticket.room != room.name:
+            self.metrics.token_refused(room.name, "ticket", "wrong_room")
+            raise InvalidCredential("ticket is for another room")
+        return ticket
+
+    # -- the line --------------------------------------------------------------------------
+
+    async def queue(self, request: Request, room: RoomConfig, *, api: bool) -> Response:
+        try:
+            ticket = self.read_ticket(request, room, api)
+        except InvalidCredential:
+            return self.bad_ticket(request, room, api)
+        try:
+            if ticket is None:
+                if api:
+                    return self.error_json(
+                        401, "not_in_line", "No queue ticket: join first (POST .../join)."
+                    )
+                return await self.join(request, room, api=False)
+            return await self.respond_for_ticket(request, room, ticket, api)
+        except (Unavailable, RedisError) as exc:
+            log.warning("room %s unavailable: %s", room.name, exc)
+            return self.unavailable(request, room, api)
+
+    def gen(self, room: RoomConfig) -> str:
+        """The room's generation as this worker knows it (stamped on every ticket)."""
+        snap = self.keeper.views[room.name].snapshot
+        return snap.gen if snap is not None else ""
+
+    async def view(self, room: RoomConfig) -> LineView:
+        view = self.keeper.views[room.name]
+        if view.snapshot is None:
+            try:
+                await self.keeper.refresh(room.name)
+            except RedisError as exc:
+                raise Unavailable(str(exc)) from exc
+        return view
+
+    async def respond_for_ticket(
+        self, request: Request, room: RoomConfig, ticket: Ticket, api: bool
+    ) -> Response:
+        await self.view(room)
+        view = self.keeper.view(room.name, ticket.lane)
+        snap = view.snapshot
+        assert snap is not None
+        if ticket.place == 0:  # joined a pre-queue: the opening draws the place
+            if snap.scheduled:
+                return self.show(request, room, scheduled_status(view, room), api)
+            place = await self.metrics.redis(
+                "where", self.store.place_after_opening(room.name, ticket.visitor, ticket.lane)
+            )
+            if place == 0:
+                return self.show(request, room, scheduled_status(view, room), api)
+            if place is None:
+                return await self.join(
+                    request,
+                    room,
+                    api=api,
+                    visitor=ticket.visitor,
+                    notice="lapsed",
+                    lane=ticket.lane,
+                )
+            location = view.locate(place)
+            ahead = location.ahead if location.standing is Standing.WAITING else 0
+            ticket = Ticket(
+                room.name,
+                place,
+                ticket.visitor,
+                int(time.time()),
+                ahead,
+                ticket.lane,
+                gen=self.gen(room),
+            )
+            response = await self.respond_located(request, room, view, ticket, api)
+            self.set_ticket(request, response, ticket)
+            return response
+        if ticket.gen and snap.gen and ticket.gen != snap.gen:
+            # Redis lost the line since this ticket was issued: the ticket's signed place puts
+            # the visitor back where they were, and a ticket of the new generation goes out.
+            await self.metrics.redis(
+                "restore",
+                self.store.restore(room.name, ticket.visitor, ticket.place, ticket.lane),
+            )
+            ticket = dataclasses.replace(ticket, gen=snap.gen)
+            response = await self.respond_located(request, room, view, ticket, api)
+            self.set_ticket(request, response, ticket)
+            return response
+        return await self.respond_located(request, room, view, ticket, api)
+
+    async def respond_located(
+        self, request: Request, room: RoomConfig, view: LineView, ticket: Ticket, api: bool
+    ) -> Response:
+        location = view.locate(ticket.place)
+        if location.standing is Standing.WAITING:
+            self.keeper.note_seen(room.name, ticket.place, ticket.lane)
+            status = waiting_status(
+                view,
+                room,
+                location.ahead,
+                ticket.ahead_at_join,
+                stale=not self.keeper.is_fresh(room.name),
+                receipt=self.receipts.code(room.name, ticket.place, ticket.lane),
+                share=room.lane_shares().get(ticket.lane, 1.0),
+            )
+            return self.show(request, room, status, api)
+        if location.standing is Standing.TURN:
+            expires_us = await self.metrics.redis(
+                "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
+            )
+            if expires_us is not None:
+                return self.your_turn(request, room, ticket, expires_us, api)
+        # Swept out, or skipped at the head, for not checking within the grace period: they
+        # are back, so they go to the end of the line, and the page says why.
+        return await self.join(
+            request, room, api=api, visitor=ticket.visitor, notice="lapsed", lane=ticket.lane
+        )
+
+    async def join(
+        self,
+        request: Request,
+        room: RoomConfig,
+        *,
+        api: bool,
+        visitor: str | None = None,
+        notice: str | None = None,
+        lane: str = "",
+    ) -> Response:
+        visitor = visitor or new_visitor_id()
+        result = await self.metrics.redis(
+            "join", self.store.join(room.name, visitor, lane=lane, known_gen=self.gen(room))
+        )
+        if result.status == "recovering":
+            raise Unavailable("the line is being restored after a Redis data loss")
+        self.metrics.arrival(room.name)
+        await self.view(room)
+        view = self.keeper.view(room.name, lane)
+        if result.status == "closed":
+            return self.show(request, room, closed_status(view, room), api)
+        if result.status == "admitted":
+            # Nobody waiting and a slot free: no pointless queue, straight to the site.
+            ticket = Ticket(
+                room.name, result.place, visitor, int(time.time()), 0, lane, gen=self.gen(room)
+            )
+            expires_us = await self.metrics.redis(
+                "claim", self.store.claim(room.name, visitor, room.pass_seconds)
+            )
+            if expires_us is not None:
+                if api:
+                    return self.your_turn(request, room, ticket, expires_us, api)
+                token = self.issue_pass(room, ticket, expires_us)
+                response = await self.forward_admitted(request, room, visitor, token)
+                self.set_pass(request, response, room, token, expires_us)
+                return response
+        if result.status == "scheduled":
+            ticket = Ticket(room.name, 0, visitor, int(time.time()), 0, lane, gen=self.gen(room))
+            status = scheduled_status(view, room)
+        else:
+            location = view.locate(result.place)
+            ahead = location.ahead if location.standing is Standing.WAITING else 0
+            ticket = Ticket(
+                room.name, result.place, visitor, int(time.time()), ahead, lane, gen=self.gen(room)
+            )
+            status = waiting_status(
+                view,
+                room,
+                ahead,
+                ahead,
+                notice=notice,
+                receipt=self.receipts.code(room.name, result.place, lane),
+                share=room.lane_shares().get(lane, 1.0),
+            )
+        response = self.show(request, room, status, api, ticket=ticket)
+        self.set_ticket(request, response, ticket)
+        return response
+
+    def your_turn(
+        self, request: Request, room: RoomConfig, ticket: Ticket, expires_us: int, api: bool
+    ) -> Response:
+        """The pass, and a page saying so: the next request to the same URL is the site."""
+        token = self.issue_pass(room, ticket, expires_us)
+        next_url = safe_next(room, request.query_params.get("next")) if api else None
+        status = admitted_status(room, expires_us // 1_000_000, time.time_ns() // 1000, next_url)
+        if api:
+            body = status.as_json() | {"pass": token, "pass_expires_at": status.pass_expires_at}
+            response: Response = self.json(request, room, status, body)
+        else:
+            response = self.show(request, room, status, api)
+        self.set_pass(request, response, room, token, expires_us)
+        return response
+
+    async def forward_admitted(
+        self, request: Request, room: RoomConfig, visitor: str, token: str | None = None
+    ) -> Response:
+        started = time.perf_counter()
+        # The pass goes along for a booking site that checks it itself (defence in depth):
+        # from the cookie, or freshly issued when the visitor was let straight through.
+        token = token or request.cookies.get(pass_cookie(room.name), "")
+        response = await self.proxy.forward(
+            request,
+            extra_headers={
+                "X-Waitroom-Visitor": visitor,
+                "X-Waitroom-Room": room.name,
+                "X-Waitroom-Pass": token,
+            },
+            observe=self.metrics.forwarded(room.name),
+        )
+        # Time to the response's head: what the booking site's load does to a visitor.
+        self.keeper.proxy_stats.record(
+            room.name, time.perf_counter() - started, response.status_code
+        )
+        return response
+
+    # -- API endpoints ---------------------------------------------------------------------
+
+    def api_room(self, request: Request) -> RoomConfig | None:
+        return self.rooms.get(request.path_params["room"])
+
+    async def api_status(self, request: Request) -> Response:
+        room = self.api_room(request)
+        if room is None:
+            return self.error_json(404, "unknown_room", "No waiting room by that name.")
+        return await self.queue(request, room, api=True)
+
+    async def api_join(self, request: Request) -> Response:
+        room = self.api_room(request)
+        if room is None:
+            return self.error_json(404, "unknown_room", "No waiting room by that name.")
+        try:
+            ticket = self.read_ticket(request, room, api=True)
+        except InvalidCredential:
+            ticket = None  # joining afresh is exactly what a visitor with a bad ticket needs
+        try:
+            if ticket is not None:
+                return await self.respond_for_ticket(request, room, ticket, api=True)
+            return await self.join(request, room, api=True)
+        except (Unavailable, RedisError) as exc:
+            log.warning("room %s unavailable: %s", room.name, exc)
+            return self.unavailable(request, room, api=True)
+
+    async def entry(self, request: Request) -> Response:
+        """A link into the line (from a news article, an SMS...): go to `next` in the room,
+        where the line takes over. Never anywhere else."""
+        room = self.api_room(request)
+        if room is None:
+            return self.message(request, None, "unknown_room", 404)
+        target = safe_next(room, request.query_params.get("next"))
+        response = RedirectResponse(target, status_code=303, headers=NO_STORE)
+        try:
+            ticket = self.read_ticket(request, room, api=False)
+        except InvalidCredential:
+            ticket = None
+        if ticket is None:
+            response.delete_cookie(ticket_cookie(room.name), path="/")
+        return response
+
+    async def set_language(self, request: Request) -> Response:
+        lang = request.path_params["lang"]
+        target = safe_local_path(request.query_params.get("next"))
+        response = RedirectResponse(target, status_code=303, headers=NO_STORE)
+        if lang in self.pages.catalogs:
+            response.set_cookie(
+                LANG_COOKIE,
+                lang,
+                max_age=LANG_COOKIE_SECONDS,
+                path="/",
+                samesite="lax",
+                secure=self.secure(request),
+            )
+        return response
+
+    async def receipt(self, request: Request) -> Response:
+        """Show this visitor's receipt, or redeem a typed (POST) or linked (?code=) one."""
+        room = self.api_room(request)
+        if room is None:
+            return self.message(request, None, "unknown_room", 404)
+        typed = await typed_code(request)
+        if typed is not None:
+            return await self.redeem(request, room, typed)
+        context: dict[str, Any] = {"room": room}
+        try:
+            ticket = self.read_ticket(request, room, api=False)
+        except InvalidCredential:
+            ticket = None
+        if ticket is not None and ticket.place > 0:
+            code = self.receipts.code(room.name, ticket.place, ticket.lane)
+            link = str(request.url.replace(query=f"code={code}"))
+            context |= {"code": code, "place": ticket.place, "link": link}
+        return self.page(request, room, "receipt.html", context)
+
+    async def redeem(self, request: Request, room: RoomConfig, typed: str) -> Response:
+        lang = self.pages.language(request)
+        if await self.guessing(request, room):
+            return self.too_many_guesses(request, room, "receipt.html")
+        found = self.receipts.place(room.name, typed, room.lane_shares())
+        if found is None:
+            await self.wrong_guess(request, room)
+            error = self.pages.translate(lang, "That code is not right. Check it and try again.")
+            return self.page(
+                request,
+                room,
+                "receipt.html",
+                {"room": room, "error": error, "typed": typed[:40]},
+                400,
+            )
+        lane, place = found
+        try:
+            visitor = await self.metrics.redis("holder", self.store.holder(room.name, place, lane))
+        except RedisError:
+            return self.unavailable(request, room, api=False)
+        if visitor is None:
+            error = self.pages.translate(
+                lang,
+                "That place is no longer in the line: it lapsed, or its turn has come and "
+                "gone. You can join the line again.",
+            )
+            return self.page(
+                request,
+                room,
+                "receipt.html",
+                {"room": room, "error": error, "typed": typed[:40]},
+                410,
+            )
+        view = self.keeper.view(room.name, lane)
+        ahead = view.locate(place).ahead if view.snapshot is not None else 0
+        ticket = Ticket(
+            room.name, place, visitor, int(time.time()), ahead, lane, gen=self.gen(room)
+        )
+        response = RedirectResponse(room.entry_path, status_code=303, headers=NO_STORE)
+        self.set_ticket(request, response, ticket)
+        return response
+
+    async def invite(self, request: Request) -> Response:
+        """Redeem a priority-lane invitation (a link, or a code typed into the form)."""
+        room = self.api_room(request)
+        if room is None:
+            return self.message(request, None, "unknown_room", 404)
+        typed = await typed_code(request)
+        if typed is None:
+            return self.page(request, room, "invite.html", {"room": room})
+        lang = self.pages.language(request)
+        if await self.guessing(request, room):
+            return self.too_many_guesses(request, room, "invite.html")
+        found = self.invitations.parse(room.name, typed, room.lanes)
+        if found is None:
+            await self.wrong_guess(request, room)
+            error = self.pages.translate(
+                lang, "That invitation code is not right. Check it and try again."
+            )
+            return self.page(
+                request,
+                room,
+                "invite.html",
+                {"room": room, "error": error, "typed": typed[:60]},
+                400,
+            )
+        lane, invite_id = found
+        # A fresh visitor id: a place already held in the main lane simply lapses, and can
+        # never be admitted as well.
+        visitor = new_visitor_id()
+        try:
+            result = await self.metrics.redis(
+                "join", self.store.join(room.name, visitor, lane=lane, invite=invite_id)
+            )
+        except RedisError:
+            return self.unavailable(request, room, api=False)
+        self.metrics.arrival(room.name)
+        if result.status == "used":
+            error = self.pages.translate(lang, "This invitation has already been used.")
+            return self.page(
+                request,
+                room,
+                "invite.html",
+                {"room": room, "error": error, "typed": typed[:60]},
+                409,
+            )
+        view = self.keeper.view(room.name, lane)
+        ahead = 0
+        if result.place and view.snapshot is not None:
+            location = view.locate(result.place)
+            ahead = location.ahead if location.standing is Standing.WAITING else 0
+        ticket = Ticket(
+            room.name, result.place, visitor, int(time.time()), ahead, lane, gen=self.gen(room)
+        )
+        response = RedirectResponse(room.entry_path, status_code=303, headers=NO_STORE)
+        if result.status != "closed":
+            self.set_ticket(request, response, ticket)
+        return response
+
+    # -- guessing codes --------------------------------------------------------------------
+
+    def guess_keys(self, request: Request, room: RoomConfig) -> list[str]:
+        ip = request.client.host if request.client else "unknown"
+        return [f"{self.store.prefix}:{{{room.name}}}:guesses:{ip}"]
+
+    async def guessing(self, request: Request, room: RoomConfig) -> bool:
+        try:
+            return await self.guesses.blocked(self.guess_keys(request, room))
+        except RedisError:
+            return False  # the check is a brake, not a gate: Redis trouble must not lock out
+
+    async def wrong_guess(self, request: Request, room: RoomConfig) -> None:
+        try:
+            await self.guesses.failed(self.guess_keys(request, room))
+        except RedisError:
+            log.warning("could not count a wrong code from %s", request.client)
+
+    def too_many_guesses(self, request: Request, room: RoomConfig, template: str) -> Response:
+        lang = self.pages.language(request)
+        error = self.pages.translate(
+            lang, "Too many wrong codes from this connection. Please wait 15 minutes."
+        )
+        response = self.page(request, room, template, {"room": room, "error": error}, 429)
+        response.headers["Retry-After"] = str(GUESS_WINDOW)
+        return response
+
+    # -- responses -------------------------------------------------------------------------
+
+    def show(
+        self,
+        request: Request,
+        room: RoomConfig,
+        status: VisitorStatus,
+        api: bool,
+        ticket: Ticket | None = None,
+    ) -> Response:
+        if api:
+            body: dict[str, Any] = status.as_json()
+            if ticket is not None:
+                body["ticket"] = self.credentials.issue_ticket(ticket)
+            return self.json(request, room, status, body)
+        lang = self.pages.language(request)
+        return self.pages.render(
+            request,
+            "room.html",
+            self.context(room, status, lang),
+            headers=NO_STORE,
+            lang=lang,
+        )
+
+    def context(self, room: RoomConfig, status: VisitorStatus, lang: str) -> dict[str, Any]:
+        return {
+            "room": room,
+            "status": status,
+            "refresh": max(2, round(status.poll_after)),
+            "banner_text": status.banner.get(lang) or status.banner.get("en"),
+        }
+
+    def json(
+        self, request: Request, room: RoomConfig, status: VisitorStatus, body: dict[str, Any]
+    ) -> JSONResponse:
+        # The page's own script asks for the status already written in the visitor's
+        # language, so JavaScript and no-JavaScript visitors read exactly the same words.
+        if request.query_params.get("display") == "1":
+            lang = self.pages.language(request)
+            ctx = self.context(room, status, lang) | {"path": request.query_params.get("path")}
+            ctx["path"] = safe_next(room, ctx["path"])
+            body["display"] = {
+                "html": self.pages.render_string(lang, "_status.html", ctx),
+                "title": self.pages.render_string(lang, "_title.txt", ctx).strip(),
+                "banner": ctx["banner_text"],
+                "announce": self.announcement(status, lang),
+            }
+        return JSONResponse(body, headers=NO_STORE)
+
+    def announcement(self, status: VisitorStatus, lang: str) -> str:
+        fmt = self.pages.formatter(lang)
+        if status.state == "admitted":
+            return self.pages.translate(lang, "It is your turn")
+        if status.position is None:
+            return ""
+        text = self.pages.translate(lang, "Your place in line: %(position)s.")
+        return text % {"position": fmt.number(status.position)}
+
+    def page(
+        self,
+        request: Request,
+        room: RoomConfig | None,
+        template: str,
+        context: Mapping[str, Any],
+        status_code: int = 200,
+    ) -> Response:
+        return self.pages.render(
+            request, template, context, status_code=status_code, headers=NO_STORE
+        )
+
+    def bad_ticket(self, request: Request, room: RoomConfig, api: bool) -> Response:
+        if api:
+            response: Response = self.error_json(
+                400, "invalid_ticket", "The queue ticket is damaged or not for this room."
+            )
+        else:
+            response = self.message(request, room, "invalid_ticket", 400)
+        response.delete_cookie(ticket_cookie(room.name), path="/")
+        return response
+
+    def unavailable(self, request: Request, room: RoomConfig, api: bool) -> Response:
+        headers = NO_STORE | {"Retry-After": "10"}
+        if api:
+            return self.error_json(
+                503, "unavailable", "The waiting room is briefly unavailable; retry soon.", headers
+            )
+        return self.message(request, room, "unavailable", 503, headers)
+
+    def message(
+        self,
+        request: Request,
+        room: RoomConfig | None,
+        kind: str,
+        status_code: int,
+        headers: Mapping[str, str] = NO_STORE,
+    ) -> Response:
+        return self.pages.render(
+            request,
+            "message.html",
+            {"room": room, "kind": kind},
+            status_code=status_code,
+            headers=headers,
+        )
+
+    @staticmethod
+    def error_json(
+        status_code: int, error: str, detail: str, headers: Mapping[str, str] = NO_STORE
+    ) -> JSONResponse:
+        return JSONResponse(
+            {"error": error, "detail": detail}, status_code=status_code, headers=dict(headers)
+        )
+
+    def secure(self, request: Request) -> bool:
+        return self.cookie_secure == "always" or request.url.scheme == "https"
+
+    def set_ticket(self, request: Request, response: Response, ticket: Ticket) -> None:
+        self.metrics.token_issued(ticket.room, "ticket")
+        response.set_cookie(
+            ticket_cookie(ticket.room),
+            self.credentials.issue_ticket(ticket),
+            max_age=TICKET_COOKIE_SECONDS,
+            path="/",
+            secure=self.secure(request),
+            httponly=True,
+            samesite="lax",
+        )
+
+    def issue_pass(self, room: RoomConfig, ticket: Ticket, expires_us: int) -> str:
+        self.metrics.token_issued(room.name, "pass")
+        admission = Pass(room.name, ticket.visitor, expires_us // 1_000_000, secrets.token_hex(8))
+        return self.credentials.issue_pass(admission)
+
+    def set_pass(
+        self, request: Request, response: Response, room: RoomConfig, token: str, expires_us: int
+    ) -> None:
+        response.set_cookie(
+            pass_cookie(room.name),
+            token,
+            max_age=max(1, expires_us // 1_000_000 - int(time.time())),
+            path="/",
+            secure=self.secure(request),
+            httponly=True,
+            samesite="lax",
+        )
+
+
+async def typed_code(request: Request) -> str | None:
+    """The code a visitor typed (POST form) or followed a link with (?code=); None if neither."""
+    if request.method == "POST":
+        try:
+            return (await read_form(request, limit=2048)).get("code", "")
+        except FormTooLarge:
+            return ""
+    return request.query_params.get("code")
+
+
+def refusal_reason(exc: InvalidCredential) -> str:
+    """A signature that does not verify (forged, altered, or signed with a retired secret)
+    is "tampered"; anything else unreadable (oversized, wrong shape) is "invalid"."""
+    return "tampered" if isinstance(exc.__cause__, BadSignature) else "invalid"
+
+
+def safe_local_path(raw: str | None, fallback: str = "/") -> str:
+    """`raw` if it is a path on this site, else `fallback`: never a way off the site.
+
+    Anything with a scheme, a host, `//`, a backslash, control characters or dot segments
+    could leave the site once a browser resolves it: refused.
+    """
+    if not raw or len(raw) > 2048 or not raw.startswith("/") or raw.startswith("//"):
+        return fallback
+    if "\\" in raw or any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+        return fallback
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or any(s in {".", ".."} for s in parts.path.split("/")):
+        return fallback
+    return raw
+
+
+def safe_next(room: RoomConfig, raw: str | None) -> str:
+    """`raw` if it is a path this room protects on this site, else the room's entry path."""
+    target = safe_local_path(raw, room.entry_path)
+    return target if room.protects(urlsplit(target).path) else room.entry_path

@@ -1,0 +1,1 @@
+"""Traffic for the waiting room: benchmarks (`bench/`) and, later, load replays."""

@@ -1,0 +1,66 @@
+-- join: give a visitor a place in a lane of the room's line, or return the place they hold.
+--
+-- KEYS[1] room state hash   KEYS[2] admitted zset   KEYS[3] invitations-used set
+-- KEYS[4..8] the lane's keys: lane state hash (the room state for the main lane), line zset,
+--   seen bitfield, holes list, pre-queue zset
+-- KEYS[9..] every lane's line zset (to know whether anybody at all is waiting)
+-- ARGV[1] now override in microseconds, or '' for the server clock
+-- ARGV[2] visitor id   ARGV[3] a random number in [0, 1): this visitor's draw in a pre-queue
+-- ARGV[4] an invitation id to redeem (single use), or ''
+-- ARGV[5] the room generation the caller last saw ('' if none)   ARGV[6] a fresh random id
+-- Returns {status, place, head, now}: status is 'waiting', 'admitted' (went straight through:
+-- nobody was waiting and a slot was free), 'scheduled' (in the pre-queue before a scheduled
+-- opening; place 0 until the opening draws the order), 'closed', 'used' (the invitation was
+-- already redeemed; nothing changed) or 'recovering' (Redis lost the room a moment ago and no
+-- tick has restored it yet: ask again in a second; nothing changed) (place 0).
+local now = now_us(ARGV[1])
+local vid = ARGV[2]
+local st = load_state(KEYS[1])
+local lane_st = (KEYS[4] == KEYS[1]) and st or load_state(KEYS[4])
+local head = num(lane_st, 'head', 0)
+
+local existing = redis.call('ZSCORE', KEYS[5], vid)
+if existing then
+  return {'waiting', tonumber(existing), head, now}
+end
+if not st['gen'] then
+  -- No generation: a brand-new room (start one), or one Redis just lost (a caller who saw
+  -- it before says so): then the next tick restores it first, and this visitor retries.
+  if ARGV[5] ~= '' then return {'recovering', 0, head, now} end
+  st['gen'] = ARGV[6]
+  redis.call('HSET', KEYS[1], 'gen', st['gen'])
+end
+if st['closed'] == '1' then
+  return {'closed', 0, head, now}
+end
+if ARGV[4] ~= '' and redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
+  return {'used', 0, head, now}
+end
+if num(st, 'opens_at', 0) > now and st['opened'] ~= '1' then
+  -- Before the opening nobody is ahead of anybody: everyone here now gets a random place
+  -- at the opening, so arriving at 05:00 is no better than arriving at 07:59.
+  redis.call('ZADD', KEYS[8], 'NX', ARGV[3], vid)
+  return {'scheduled', 0, head, now}
+end
+
+local place = redis.call('HINCRBY', KEYS[4], 'seq', 1)
+-- Nobody waiting and spare capacity: straight through. Only one slot is ever free for an
+-- empty line, however long it was empty: slots are not banked for people not yet here.
+local nobody = true
+for i = 9, #KEYS do
+  if redis.call('ZCARD', KEYS[i]) > 0 then nobody = false; break end
+end
+local interval = slot_interval(st)
+if nobody and interval ~= nil and st['paused'] ~= '1' and num(st, 'next_slot', now) <= now then
+  local claim_us = num(st, 'claim_us', 300000000)
+  redis.call('ZADD', KEYS[2], fmt(now + claim_us), vid)
+  redis.call('HSET', KEYS[4], 'head', place)
+  redis.call('HINCRBY', KEYS[4], 'lane_processed', 1)
+  redis.call('HSET', KEYS[1], 'next_slot', fmt(now + interval))
+  redis.call('HINCRBY', KEYS[1], 'processed', 1)
+  redis.call('HINCRBY', KEYS[1], 'admitted_total', 1)
+  return {'admitted', place, place, now}
+end
+redis.call('ZADD', KEYS[5], place, vid)
+mark_seen(KEYS[6], now, {place})
+return {'waiting', place, head, now}

@@ -1,0 +1,288 @@
+"""The line's only door to Redis: each operation is one Lua script, one round trip."""
+
+from __future__ import annotations
+
+import json
+import random
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from .keys import MAIN_LANE, RoomKeys, room_keys
+from .rooms import RoomConfig
+from .snapshot import Sample, Snapshot
+
+JoinStatus = Literal["waiting", "admitted", "scheduled", "closed", "used", "recovering"]
+RestoreStatus = Literal["waiting", "admitted", "present"]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    status: JoinStatus
+    place: int
+    head: int
+    now_us: int
+
+
+@cache
+def script_source(name: str) -> str:
+    scripts = Path(__file__).with_name("scripts")
+    common = (scripts / "_common.lua").read_text(encoding="utf-8")
+    return common + "\n" + (scripts / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def new_generation() -> str:
+    return secrets.token_hex(6)
+
+
+def _now_arg(now_us: int | None) -> str:
+    return "" if now_us is None else str(now_us)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class LineStore:
+    """Rooms' lines in Redis. `now_us` arguments exist for tests; production leaves them out
+    so that every script reads the Redis server's clock."""
+
+    def __init__(self, redis: Redis, prefix: str = "wr") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._join = redis.register_script(script_source("join"))
+        self._tick = redis.register_script(script_source("tick"))
+        self._claim = redis.register_script(script_source("claim"))
+        self._configure = redis.register_script(script_source("configure"))
+        self._where = redis.register_script(script_source("where"))
+        self._restore = redis.register_script(script_source("restore"))
+        self._keys: dict[str, RoomKeys] = {}
+        # Each room's lanes and their shares of the outflow, main lane ("") first.
+        self.lanes: dict[str, dict[str, float]] = {}
+
+    def keys(self, room: str) -> RoomKeys:
+        keys = self._keys.get(room)
+        if keys is None:
+            keys = self._keys[room] = room_keys(self.prefix, room)
+        return keys
+
+    def lane_shares(self, room: str) -> dict[str, float]:
+        return self.lanes.get(room) or {MAIN_LANE: 1.0}
+
+    async def ensure_room(self, config: RoomConfig) -> None:
+        """Seed a room's live settings from its config, leaving values ops already set."""
+        self.lanes[config.name] = config.lane_shares()
+        state = self.keys(config.name).state
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for field, value in _settings(config).items():
+                pipe.hsetnx(state, field, value)
+            await pipe.execute()
+
+    async def configure(
+        self,
+        room: str,
+        *,
+        rate_per_minute: float | None = None,
+        burst: int | None = None,
+        paused: bool | None = None,
+        closed: bool | None = None,
+        grace_seconds: float | None = None,
+        claim_seconds: float | None = None,
+        sold_out: bool | None = None,
+        banner: Mapping[str, str] | None = None,
+        max_active: int | None = None,
+        autopilot: Mapping[str, Any] | None = None,
+        opens_at_us: int | None = None,
+        now_us: int | None = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if sold_out is not None:
+            changes["sold_out"] = int(sold_out)
+        if max_active is not None:
+            changes["max_active"] = int(max_active)
+        if autopilot is not None:
+            changes["autopilot"] = json.dumps(dict(autopilot)) if autopilot else ""
+        if banner is not None:
+            changes["banner"] = json.dumps(dict(banner), ensure_ascii=False) if banner else ""
+        if opens_at_us is not None:
+            # A new schedule starts a new pre-queue; 0 removes the schedule.
+            changes["opens_at"] = int(opens_at_us)
+            changes["opened"] = 0
+        if rate_per_minute is not None:
+            if rate_per_minute < 0:
+                raise ValueError("rate_per_minute must not be negative")
+            changes["rate"] = repr(float(rate_per_minute))
+        if burst is not None:
+            changes["burst"] = int(burst)
+        if paused is not None:
+            changes["paused"] = int(paused)
+        if closed is not None:
+            changes["closed"] = int(closed)
+        if grace_seconds is not None:
+            changes["grace_us"] = round(grace_seconds * 1_000_000)
+        if claim_seconds is not None:
+            changes["claim_us"] = round(claim_seconds * 1_000_000)
+        if changes:
+            pairs = [x for item in changes.items() for x in item]
+            await self._configure(keys=[self.keys(room).state], args=[_now_arg(now_us), *pairs])
+
+    async def join(
+        self,
+        room: str,
+        visitor: str,
+        *,
+        now_us: int | None = None,
+        draw: float | None = None,
+        lane: str = MAIN_LANE,
+        invite: str = "",
+        known_gen: str = "",
+    ) -> JoinResult:
+        """Give `visitor` a place in `lane` (or return theirs). `draw` orders a pre-queue at
+        the opening; `invite` is a single-use invitation id redeemed by this join."""
+        k = self.keys(room)
+        draw = random.random() if draw is None else draw
+        lines = [k.lane(name).line for name in self.lane_shares(room)]
+        status, place, head, now = await self._join(
+            keys=[k.state, k.admitted, k.used_invites, *k.lane(lane).all(), *lines],
+            args=[_now_arg(now_us), visitor, repr(draw), invite, known_gen, new_generation()],
+        )
+        return JoinResult(_text(status), int(place), int(head), int(now))  # type: ignore[arg-type]
+
+    async def tick(
+        self,
+        room: str,
+        *,
+        holes_from: int | Mapping[str, int] = 0,
+        seen: Collection[int] | Mapping[str, Collection[int]] = (),
+        known: Snapshot | None = None,
+        now_us: int | None = None,
+    ) -> Snapshot:
+        """Admit, sweep and report. `holes_from` and `seen` are per lane (a plain value means
+        the main lane's). `known` is the caller's last snapshot: if Redis has lost the room
+        since, the room is restored from it."""
+        k = self.keys(room)
+        shares = self.lane_shares(room)
+        if not isinstance(holes_from, Mapping):
+            holes_from = {MAIN_LANE: holes_from}
+        if not isinstance(seen, Mapping):
+            seen = {MAIN_LANE: seen}
+        keys = [k.state, k.admitted, k.active, k.history]
+        args: list[Any] = [
+            _now_arg(now_us),
+            len(shares),
+            known.gen if known else "",
+            new_generation(),
+        ]
+        for name, share in shares.items():
+            keys += k.lane(name).all()
+            places = seen.get(name, ())
+            last = known.lane(name) if known else None
+            args += [
+                name,
+                repr(share),
+                holes_from.get(name, 0),
+                last.head if last else 0,
+                last.seq if last else 0,
+                len(places),
+                *places,
+            ]
+        reply = await self._tick(keys=keys, args=args)
+        return Snapshot.from_reply(room, reply, list(shares))
+
+    async def claim(
+        self, room: str, visitor: str, pass_seconds: float, *, now_us: int | None = None
+    ) -> int | None:
+        """Collect an admitted visitor's pass; returns its expiry (unix us) or None."""
+        k = self.keys(room)
+        ok, expires_us = await self._claim(
+            keys=[k.state, k.admitted, k.active],
+            args=[_now_arg(now_us), visitor, round(pass_seconds * 1_000_000)],
+        )
+        return int(expires_us) if int(ok) else None
+
+    async def place_after_opening(
+        self, room: str, visitor: str, lane: str = MAIN_LANE
+    ) -> int | None:
+        """A pre-queue visitor's drawn place; 0 before the opening; None if they hold none."""
+        k = self.keys(room)
+        lk = k.lane(lane)
+        place = int(
+            await self._where(
+                keys=[k.state, k.admitted, k.active, lk.state, lk.line, lk.pre], args=[visitor]
+            )
+        )
+        return None if place < 0 else place
+
+    async def restore(
+        self,
+        room: str,
+        visitor: str,
+        place: int,
+        lane: str = MAIN_LANE,
+        *,
+        now_us: int | None = None,
+    ) -> RestoreStatus:
+        """Put a visitor back at their ticket's place after Redis lost the line."""
+        k = self.keys(room)
+        lk = k.lane(lane)
+        status, _head, _gen = await self._restore(
+            keys=[k.state, k.admitted, k.active, lk.state, lk.line, lk.seen],
+            args=[_now_arg(now_us), visitor, place],
+        )
+        return _text(status)  # type: ignore[return-value]
+
+    async def holder(self, room: str, place: int, lane: str = MAIN_LANE) -> str | None:
+        """Who holds `place` in `lane` now (for redeeming a receipt), or None."""
+        found = await self.redis.zrange(
+            self.keys(room).lane(lane).line, place, place, byscore=True, offset=0, num=1
+        )
+        return _text(found[0]) if found and isinstance(found[0], bytes | str) else None
+
+    async def history(self, room: str, count: int = 360) -> list[Sample]:
+        """The room's recorded samples, oldest first (one per 10 s; 360 is an hour)."""
+        raw = await self.redis.lrange(self.keys(room).history, 0, count - 1)
+        return [Sample.from_text(r) for r in reversed(raw)]
+
+    async def record_proxy(
+        self, room: str, window: int, counts: Mapping[str, int], ttl_seconds: int = 3700
+    ) -> None:
+        """Add one worker's proxied-request counts for a 10 s window (batched, ~once a second).
+
+        One MULTI: the counts and the key's expiry land together or not at all."""
+        key = self.keys(room).proxy_window(window)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for field, n in counts.items():
+                pipe.hincrby(key, field, n)
+            pipe.expire(key, ttl_seconds)
+            await pipe.execute()
+
+    async def proxy_windows(self, room: str, windows: Collection[int]) -> list[dict[str, int]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for w in windows:
+                pipe.hgetall(self.keys(room).proxy_window(w))
+            replies = await pipe.execute()
+        return [{_text(k): int(v) for k, v in r.items()} for r in replies]
+
+    async def state(self, room: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys(room).state)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _settings(config: RoomConfig) -> dict[str, Any]:
+    values = {
+        "rate": repr(float(config.rate_per_minute)),
+        "burst": config.burst,
+        "grace_us": round(config.grace_seconds * 1_000_000),
+        "claim_us": round(config.claim_seconds * 1_000_000),
+        "paused": 0,
+        "closed": 0,
+        "sold_out": 0,
+    }
+    if config.opens_at_us:
+        values["opens_at"] = config.opens_at_us
+    return values

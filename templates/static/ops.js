@@ -1,0 +1,55 @@
+// Live figures and charts for the ops dashboard: every 2 s, exact figures from the server.
+(function () {
+  "use strict";
+  function get(obj, path) {
+    return path.split(".").reduce(function (o, k) { return o == null ? o : o[k]; }, obj);
+  }
+  function show(value, unit) {
+    if (value == null) return "–";
+    if (unit === "s") {
+      if (value < 60) return Math.round(value) + " s";
+      var m = Math.round(value / 60);
+      return m >= 120 ? (m / 60).toFixed(1) + " h" : m + " min";
+    }
+    return String(value);
+  }
+  function draw(svg, data) {
+    var keys = svg.dataset.series.split(",");
+    var all = [];
+    keys.forEach(function (k) { (get(data, k) || []).forEach(function (v) { if (v != null && isFinite(v)) all.push(v); }); });
+    var max = Math.max.apply(null, all.concat([1]));
+    svg.innerHTML = "";
+    keys.forEach(function (k, i) {
+      var values = get(data, k) || [];
+      var pts = values.map(function (v, j) {
+        var x = values.length < 2 ? 0 : (j / (values.length - 1)) * 300;
+        return v == null || !isFinite(v) ? null : x.toFixed(1) + "," + (78 - (v / max) * 74).toFixed(1);
+      }).filter(Boolean);
+      var line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+      line.setAttribute("points", pts.join(" "));
+      line.setAttribute("class", "s" + i);
+      svg.appendChild(line);
+    });
+  }
+  var ticks = 0;
+  function refresh() {
+    var rooms = document.querySelectorAll("section.room");
+    var withSeries = ticks++ % 5 === 0;
+    rooms.forEach(function (section) {
+      var url = "/_waitroom/ops/api/rooms/" + encodeURIComponent(section.dataset.room) + (withSeries ? "?series=1" : "");
+      fetch(url, { credentials: "same-origin" }).then(function (r) {
+        if (r.status === 401) { location.href = "/_waitroom/ops/login"; return null; }
+        return r.ok ? r.json() : null;
+      }).then(function (f) {
+        if (!f) return;
+        section.querySelectorAll("[data-k]").forEach(function (el) {
+          if (el.dataset.k === "badges") return;
+          el.textContent = show(get(f, el.dataset.k), el.dataset.unit);
+        });
+        if (f.series) section.querySelectorAll("svg.chart").forEach(function (svg) { draw(svg, f.series); });
+      }).catch(function () {});
+    });
+  }
+  refresh();
+  setInterval(refresh, 2000);
+})();

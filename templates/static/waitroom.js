@@ -1,0 +1,76 @@
+// Keeps the waiting page current without reloading it. The server sends the status already
+// written in the visitor's language (display=1), so this file holds no words of its own; the
+// page works without it by refreshing itself.
+(function () {
+  "use strict";
+  var box = document.getElementById("wr-status");
+  if (!box || box.dataset.state === "closed" || box.dataset.state === "admitted") return;
+  var live = document.getElementById("wr-live");
+  var here = location.pathname + location.search;
+  var url = "/_waitroom/api/rooms/" + encodeURIComponent(box.dataset.room) +
+    "/status?display=1&path=" + encodeURIComponent(here);
+  var grace = Number(box.dataset.grace) || 300;
+  var shownPosition = Number(box.dataset.position) || Infinity;
+  var shownProgress = Number(box.dataset.progress) || 0;
+  var timer = null;
+
+  function localTimes() {
+    var times = box.querySelectorAll("time[data-countdown]");
+    for (var i = 0; i < times.length; i++) {
+      var left = Math.max(0, Math.round((Date.parse(times[i].dateTime) - Date.now()) / 1000));
+      var h = Math.floor(left / 3600), m = Math.floor(left % 3600 / 60), s = left % 60;
+      times[i].textContent = (h ? h + ":" + (m < 10 ? "0" : "") : "") + m + ":" + (s < 10 ? "0" : "") + s;
+    }
+  }
+
+  function apply(s) {
+    var d = s.display || {};
+    // A position never goes up: a reply from a lagging server is not shown.
+    if (s.position != null && s.position > shownPosition && s.state !== "admitted") return;
+    if (s.progress_percent != null && s.progress_percent < shownProgress) s.progress_percent = shownProgress;
+    if (d.html != null && d.html !== box.innerHTML) box.innerHTML = d.html;
+    box.dataset.state = s.state;
+    if (d.title) document.title = d.title;
+    var bar = box.querySelector("progress");
+    if (bar && s.progress_percent != null) { bar.value = s.progress_percent; shownProgress = s.progress_percent; }
+    if (d.announce && (s.position !== shownPosition || s.state === "admitted")) live.textContent = d.announce;
+    if (s.position != null && s.state !== "admitted") shownPosition = s.position;
+    if (s.state === "admitted") {
+      var heading = document.getElementById("wr-heading");
+      if (heading) heading.focus();
+    }
+    localTimes();
+  }
+
+  function schedule(seconds) {
+    // A hidden tab asks less often, but always well inside the grace period so the place is kept.
+    var wait = Math.max(2, seconds);
+    if (document.hidden) wait = Math.min(wait * 3, grace / 3);
+    clearTimeout(timer);
+    timer = setTimeout(poll, wait * 1000);
+  }
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.json().then(function (body) { return [r, body]; }); })
+      .then(function (rb) {
+        var r = rb[0], s = rb[1];
+        if (r.ok) {
+          apply(s);
+          if (s.state !== "admitted" && s.state !== "closed") schedule(s.poll_after_seconds);
+        } else if (r.status === 400 || r.status === 401) {
+          location.reload();  // the ticket is gone or damaged: the page itself says what to do
+        } else {
+          schedule(Number(r.headers.get("Retry-After")) || 10);
+        }
+      })
+      .catch(function () { schedule(10); });
+  }
+
+  localTimes();
+  // A countdown ticks each second, or each half minute for people who asked for less motion.
+  var calm = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  setInterval(localTimes, calm ? 30000 : 1000);
+  document.addEventListener("visibilitychange", function () { if (!document.hidden) schedule(2); });
+  schedule(Number(box.dataset.poll) || 5);
+})();

@@ -1,0 +1,326 @@
+"""The citizen's page in a real browser: Debian's Chromium driven by Playwright, against a
+real gateway, backend and Redis. Screenshots of every state go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from redis.asyncio import Redis
+
+from gateway.ops.auth import hash_password
+from helpers import REPO_ROOT, run_server
+from queue_core.store import LineStore
+
+pytestmark = pytest.mark.slow
+OPS_PASSWORD = "launch-morning-0800"
+SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = os.environ.get("WAITROOM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ROOMS = """
+[rooms.book]
+title = "Vaccination booking"
+paths = ["/book"]
+rate_per_minute = 0
+timezone = "Europe/Prague"
+sold_out_url = "/book/register"
+
+[rooms.opening]
+title = "Vaccination booking"
+paths = ["/echo"]
+rate_per_minute = 600
+"""
+
+
+@dataclass
+class Stack:
+    url: str
+    prefix: str
+    redis_url: str
+
+    def line(self, coro_fn: Any) -> Any:
+        """Run one store operation (as ops would through the admin API) and return its result."""
+
+        async def go() -> Any:
+            client = Redis.from_url(self.redis_url)
+            try:
+                return await coro_fn(LineStore(client, self.prefix))
+            finally:
+                await client.aclose()
+
+        # Playwright's sync API keeps an event loop on this thread: use another one.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, go()).result()
+
+    def drain(self, room: str) -> None:
+        """Let everyone left over from earlier tests through, then stop admitting."""
+        self.line(
+            lambda s: s.configure(
+                room, rate_per_minute=60000, paused=False, sold_out=False, banner={}, closed=False
+            )
+        )
+        deadline = time.monotonic() + 10
+        while self.line(lambda s: s.tick(room)).waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.line(lambda s: s.configure(room, rate_per_minute=0))
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    config = tmp_path_factory.mktemp("browser") / "rooms.toml"
+    config.write_text(ROOMS)
+    prefix = f"wrtest-{uuid.uuid4().hex[:12]}"
+    db = tmp_path_factory.mktemp("booking") / "booking.sqlite3"
+    with run_server("booking_backend.app:create_app", env={"BACKEND_DB": str(db)}) as backend:
+        env = {
+            "REDIS_URL": redis_url,
+            "WAITROOM_SECRET": secrets.token_urlsafe(40),
+            "WAITROOM_CONFIG": str(config),
+            "WAITROOM_BACKEND_URL": backend,
+            "WAITROOM_KEY_PREFIX": prefix,
+            "WAITROOM_TICK_SECONDS": "0.05",
+            "WAITROOM_OPS_USERS": f"ops:{hash_password(OPS_PASSWORD)}",
+        }
+        with run_server("gateway.app:create_app", env=env) as url:
+            try:
+                yield Stack(url, prefix, redis_url)
+            finally:
+                client = redis.Redis.from_url(redis_url)
+                for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                    client.delete(key)
+                client.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: ./waitroom test installs Debian's chromium")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()
+
+
+def visitor(browser: Browser, stack: Stack, lang: str = "en-GB", js: bool = True) -> Page:
+    context = browser.new_context(
+        base_url=stack.url,
+        locale=lang,
+        java_script_enabled=js,
+        viewport={"width": 412, "height": 915},
+        extra_http_headers={"Accept-Language": lang},
+    )
+    return context.new_page()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def back_to_tab(page: Page) -> None:
+    """The visitor returns to the tab: the page checks at once instead of at its next turn."""
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+
+
+def no_serious_violations(page: Page) -> None:
+    results = Axe().run(page)
+    serious = [v for v in results.response["violations"] if v["impact"] in {"serious", "critical"}]
+    assert not serious, json.dumps(serious, indent=1)[:3000]
+
+
+def test_join_wait_turn_and_booking_in_english_with_javascript(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("book")
+    ahead = visitor(browser, stack)
+    ahead.goto("/book")
+    page = visitor(browser, stack, "en-GB")
+    page.goto("/book")
+    expect(page.locator("h2")).to_have_text("You are in the line")
+    expect(page.locator("#wr-position")).to_have_text("2")
+    expect(page.locator("#wr-ahead")).to_have_text("1")
+    assert "Your progress" in (page.locator("progress").get_attribute("aria-label") or "")
+    shot(page, "en-waiting")
+    no_serious_violations(page)
+
+    page.evaluate("window.__stillTheSamePage = true")
+    stack.line(lambda s: s.configure("book", paused=True))
+    back_to_tab(page)
+    expect(page.locator("h2")).to_have_text("The line is paused", timeout=15_000)
+    shot(page, "en-paused")
+    no_serious_violations(page)
+
+    stack.line(
+        lambda s: s.configure(
+            "book", paused=False, sold_out=True, banner={"en": "New dates are released on Monday."}
+        )
+    )
+    back_to_tab(page)
+    expect(page.locator(".notice")).to_contain_text("All dates are booked", timeout=15_000)
+    expect(page.locator(".notice a")).to_have_attribute("href", "/book/register")
+    page.reload()
+    expect(page.locator(".banner")).to_have_text("New dates are released on Monday.")
+    shot(page, "en-sold-out")
+    no_serious_violations(page)
+    page.evaluate("window.__stillTheSamePage = true")
+
+    stack.line(lambda s: s.configure("book", rate_per_minute=120, sold_out=False, banner={}))
+    back_to_tab(page)
+    expect(page.locator("h2")).to_have_text("It is your turn", timeout=20_000)
+    # It came in place: no full-page reload, and a polite announcement for screen readers.
+    assert page.evaluate("window.__stillTheSamePage") is True
+    expect(page.locator("#wr-live")).to_have_text("It is your turn")
+    expect(page).to_have_title("It is your turn – Vaccination booking")
+    expect(page.locator("main")).to_contain_text("Your pass is valid for 20 minutes")
+    shot(page, "en-your-turn")
+    no_serious_violations(page)
+
+    page.get_by_role("link", name="Continue to the booking site").click()
+    expect(page.locator("body")).to_contain_text("Visitor:")
+    shot(page, "en-booking")
+
+
+def test_czech_without_javascript_refreshes_itself_to_the_booking_page(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("book")
+    visitor(browser, stack).goto("/book")  # someone ahead
+    # One visitor every 10 s: the estimate is short, so the page asks to refresh every 2 s.
+    stack.line(lambda s: s.configure("book", rate_per_minute=6))
+    page = visitor(browser, stack, "cs-CZ", js=False)
+    page.goto("/book")
+    expect(page.locator("h2")).to_have_text("Jste ve frontě")
+    expect(page.locator("html")).to_have_attribute("lang", "cs")
+    expect(page.locator("main")).to_contain_text("Odhadované čekání")
+    assert page.locator("noscript").count() == 1  # the refresh is for JavaScript-less pages
+    shot(page, "cs-waiting-nojs")
+    # Nobody reloads the page: its own refresh brings the turn.
+    expect(page.locator("h2")).to_have_text("Jste na řadě", timeout=30_000)
+    shot(page, "cs-your-turn-nojs")
+    page.get_by_role("link", name="Pokračovat na rezervační stránku").click()
+    expect(page.locator("body")).to_contain_text("Visitor:")
+
+
+def test_language_switcher_sticks(browser: Browser, stack: Stack) -> None:
+    stack.drain("book")
+    page = visitor(browser, stack, "de-DE")
+    page.goto("/book")
+    expect(page.locator("h2")).to_have_text("Sie stehen in der Warteschlange")
+    page.get_by_role("link", name="Nederlands").click()
+    expect(page.locator("h2")).to_have_text("U staat in de rij")
+    expect(page).to_have_url(f"{stack.url}/book")
+    page.reload()
+    expect(page.locator("h2")).to_have_text("U staat in de rij")
+    expect(page.locator("#wr-position")).to_have_text("1")  # same place, different words
+    fr = visitor(browser, stack, "fr-BE")
+    fr.goto("/book")
+    expect(fr.locator("h2")).to_have_text("Vous êtes dans la file")
+    shot(fr, "fr-waiting")
+
+
+def test_receipt_brings_the_place_to_another_phone(browser: Browser, stack: Stack) -> None:
+    stack.drain("book")
+    for _ in range(3):
+        visitor(browser, stack).goto("/book")
+    phone = visitor(browser, stack)
+    phone.goto("/book")
+    expect(phone.locator("#wr-position")).to_have_text("4")
+    code = phone.locator(".receipt .code").inner_text().strip()
+    phone.get_by_role("link", name="Show my receipt or enter one").click()
+    expect(phone.locator(".code")).to_have_text(code)
+    no_serious_violations(phone)
+
+    other = visitor(browser, stack)
+    other.goto("/_waitroom/rooms/book/receipt")
+    other.get_by_label("Receipt code").fill(code.lower().replace("-", " "))
+    other.get_by_role("button", name="Get my place back").click()
+    expect(other).to_have_url(f"{stack.url}/book")
+    expect(other.locator("#wr-position")).to_have_text("4")
+    shot(other, "en-receipt-restored")
+
+    wrong = visitor(browser, stack)
+    wrong.goto("/_waitroom/rooms/book/receipt")
+    wrong.get_by_label("Receipt code").fill("4-AAAA-AAAA")
+    wrong.get_by_role("button", name="Get my place back").click()
+    expect(wrong.locator("[role=alert]")).to_contain_text("That code is not right")
+
+
+def test_scheduled_opening_counts_down_then_shows_the_place(browser: Browser, stack: Stack) -> None:
+    opening = time.time() + 6
+    stack.line(lambda s: s.configure("opening", opens_at_us=int(opening * 1e6), rate_per_minute=0))
+    page = visitor(browser, stack, "nl-BE")
+    page.goto("/echo")
+    expect(page.locator("h2")).to_contain_text("De reserveringen openen om")
+    expect(page.locator("main")).to_contain_text("willekeurige plaats")
+    expect(page.locator("time[data-countdown]")).not_to_have_text("")
+    shot(page, "nl-scheduled")
+    no_serious_violations(page)
+    expect(page.locator("h2")).to_have_text("U staat in de rij", timeout=30_000)
+    expect(page.locator("#wr-position")).to_have_text("1")
+
+
+def test_closed_room_page(browser: Browser, stack: Stack) -> None:
+    stack.drain("book")
+    stack.line(lambda s: s.configure("book", closed=True))
+    try:
+        page = visitor(browser, stack)
+        page.goto("/book")
+        expect(page.locator("h2")).to_have_text("This waiting room is closed")
+        shot(page, "en-closed")
+        no_serious_violations(page)
+    finally:
+        stack.line(lambda s: s.configure("book", closed=False))
+
+
+def test_ops_dashboard_updates_live_and_changes_the_rate(browser: Browser, stack: Stack) -> None:
+    stack.drain("book")
+    ops = browser.new_context(base_url=stack.url, viewport={"width": 1280, "height": 1000})
+    page = ops.new_page()
+    page.goto("/_waitroom/ops/")
+    expect(page).to_have_url(f"{stack.url}/_waitroom/ops/login")
+    page.get_by_label("User name").fill("ops")
+    page.get_by_label("Password").fill(OPS_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("h1")).to_have_text("waitroom ops")
+    waiting = page.locator("#room-book [data-k=waiting]")
+    expect(waiting).to_have_text("0")
+    page.evaluate("window.__stillTheSamePage = true")
+    for _ in range(3):
+        visitor(browser, stack).goto("/book")
+    expect(waiting).to_have_text("3", timeout=5_000)  # live, within the 2 s refresh
+    assert page.evaluate("window.__stillTheSamePage") is True
+    no_serious_violations(page)
+
+    page.locator("#rate-book").fill("42")
+    page.locator("#why-rate-book").fill("SMS gateway at 200/s")
+    page.locator("#room-book form[aria-label='Admission rate'] button").click()
+    expect(page.locator("table")).to_contain_text("SMS gateway at 200/s")
+    expect(page.locator("#room-book [data-k=rate_set_per_minute]")).to_have_text("42")
+    page.wait_for_timeout(2500)  # let the charts draw
+    shot(page, "ops-dashboard")
+    stack.line(lambda s: s.configure("book", rate_per_minute=0))

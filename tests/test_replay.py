@@ -1,0 +1,339 @@
+"""Launch-day replay: the scenario files, the crowd model, the squeeze, the summary's
+arithmetic, and the report, all without a network. The real replay is test_replay_smoke.py."""
+
+from __future__ import annotations
+
+import ast
+import math
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO_ROOT
+from load.replay import model
+from load.replay.driver import DriverStats
+from load.replay.record import BOOKED, GAVE_UP, REGISTERED, SITE, STATUS, Recorder, VisitorRecord
+from load.replay.report import render, waiting_over_time
+from load.replay.run import GATEWAY, RunResult
+from load.replay.scaling import Squeeze, inventory, rooms_toml, site_env, sms_schedule
+from load.replay.scenario import (
+    Behaviour,
+    Check,
+    Curve,
+    ScenarioError,
+    Site,
+    available,
+    load_scenario,
+    parse_scenario,
+)
+from load.replay.summary import compare, order_inversions, summarize
+from load.replay.transport import cookie_header, update_cookies
+from queue_core.rooms import load_rooms
+
+SCENARIOS = ["be-qvax", "cz-2021-01-15", "flash-crowd"]
+
+
+def test_every_scenario_is_shipped() -> None:
+    assert available() == SCENARIOS
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_curve_adds_up_to_the_stated_total(name: str) -> None:
+    scenario = load_scenario(name)
+    assert model.total(scenario.arrivals) == pytest.approx(scenario.arrivals_total, rel=1e-9)
+
+
+# The launch-day facts (seeds/README.md), checked on the model: arrivals between two
+# minutes, people waiting at a minute and people let through by a minute (a line served at
+# the scenario's gateway rate, nobody giving up), and the site's appointments.
+FACTS = [
+    ("cz-2021-01-15", "arrivals", 0, 240, None, 441_000),  # within the 80+ target group
+    ("cz-2021-01-15", "admitted", 0, 60, 44_000, None),  # over 44,000 in the first hour
+    ("cz-2021-01-15", "slots", 0, 0, 44_000, 46_000),  # all dates gone after about an hour
+    ("cz-2021-01-15", "admitted", 0, 50, None, 44_800),
+    ("cz-2021-01-15", "admitted", 0, 70, 44_800, None),
+    ("cz-2021-01-15", "admitted", 0, 240, 65_000, None),  # 65,000 registered within hours
+    ("be-qvax", "waiting", 0, 90, 140_000, None),  # >140,000 waiting at 09:30
+    ("be-qvax", "waiting", 0, 30, 240 * 60, None),  # registering took over an hour
+    ("be-qvax", "admitted", 0, 300, 70_000, 80_000),  # 70,000 registered
+    ("flash-crowd", "arrivals", 0, 1, 100_000, None),  # 100,000 within 60 s
+    ("flash-crowd", "arrivals", 1, 120, None, 0),
+]
+
+
+@pytest.mark.parametrize(("name", "measure", "start", "end", "low", "high"), FACTS)
+def test_launch_day_facts(
+    name: str, measure: str, start: float, end: float, low: float | None, high: float | None
+) -> None:
+    value = model.measure(load_scenario(name), Check("fact", measure, start, end))
+    if low is not None:
+        assert value >= low
+    if high is not None:
+        assert value <= high
+
+
+@pytest.mark.parametrize(
+    ("name", "index"),
+    [(name, i) for name in SCENARIOS for i in range(len(load_scenario(name).checks))],
+)
+def test_checks_in_the_scenario_files_hold(name: str, index: int) -> None:
+    scenario = load_scenario(name)
+    check = scenario.checks[index]
+    assert check.at_least <= model.measure(scenario, check) <= check.at_most, check.what
+
+
+CURVES = [
+    # points, [(start, end, arrivals)]
+    ([(0, 60), (10, 60)], [(0, 10, 600), (0, 5, 300), (10, 20, 0)]),
+    ([(0, 0), (10, 100)], [(0, 10, 500), (0, 5, 125), (5, 10, 375)]),
+    ([(0, 0), (0, 1000), (1, 1000), (1, 0)], [(0, 1, 1000), (-5, 0, 0), (0.5, 1, 500)]),
+    ([(0, 100), (2, 0), (4, 100)], [(0, 4, 200), (1, 3, 50)]),
+]
+
+
+@pytest.mark.parametrize(("points", "windows"), CURVES)
+def test_curve_areas(
+    points: list[tuple[float, float]], windows: list[tuple[float, float, float]]
+) -> None:
+    curve = Curve(tuple(points))
+    for start, end, expected in windows:
+        assert model.arrivals_between(curve, start, end) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("points", "windows"), CURVES)
+@pytest.mark.parametrize("count", [1, 7, 1000])
+def test_arrival_times_follow_the_curve(
+    points: list[tuple[float, float]], windows: list[tuple[float, float, float]], count: int
+) -> None:
+    curve = Curve(tuple(points))
+    times = model.arrival_minutes(curve, count)
+    assert len(times) == count
+    assert times == sorted(times)
+    whole = model.total(curve)
+    for start, end, expected in windows:
+        inside = sum(start <= t < end for t in times)
+        assert abs(inside - expected * count / whole) <= 1
+
+
+@pytest.mark.parametrize(("name", "scale"), [(n, s) for n in SCENARIOS for s in (0.001, 0.01)])
+def test_plan_has_the_scaled_number_of_people(name: str, scale: float) -> None:
+    scenario = load_scenario(name)
+    plan = model.plan_visitors(scenario, scale)
+    assert len(plan) == round(scenario.arrivals_total * scale)
+    bots = sum(p.bot for p in plan)
+    assert bots == pytest.approx(len(plan) * scenario.behaviour.bot_share, abs=4 + len(plan) / 50)
+    assert all(math.isinf(p.patience_minutes) for p in plan if p.bot)
+    assert model.plan_visitors(scenario, scale) == plan  # the same crowd every time
+
+
+def test_patience_hazard_grows_with_the_wait() -> None:
+    behaviour = Behaviour(patience_median_minutes=30, patience_shape=1.5)
+    assert model.survival(behaviour, 0) == 1.0
+    assert model.survival(behaviour, 30) == pytest.approx(0.5)
+    hazards = [model.hazard(behaviour, m) for m in (1, 10, 30, 90)]
+    assert hazards == sorted(hazards)
+    rng = random.Random(3)
+    draws = sorted(model.draw_patience_minutes(behaviour, rng) for _ in range(4000))
+    assert draws[2000] == pytest.approx(30, rel=0.08)
+
+
+def test_scenario_file_errors_name_the_field() -> None:
+    base = {
+        "duration_minutes": 10,
+        "arrivals": {"points": [[0, 1], [1, 1]], "total": 1},
+    }
+    assert parse_scenario(base, "ok").arrivals_total == 1
+    with pytest.raises(ScenarioError, match="patience_medain"):
+        parse_scenario({**base, "behaviour": {"patience_medain_minutes": 3}}, "typo")
+    with pytest.raises(ScenarioError, match="slots_per_day"):
+        parse_scenario({**base, "site": {"slots_per_day": "many"}}, "bad")
+    with pytest.raises(ScenarioError, match="in order"):
+        parse_scenario({**base, "arrivals": {"points": [[5, 1], [1, 1]], "total": 1}}, "x")
+    with pytest.raises(ScenarioError, match="unknown top-level"):
+        parse_scenario({**base, "extra": 1}, "x")
+    with pytest.raises(ScenarioError, match="no scenario"):
+        load_scenario("no-such-day")
+
+
+@pytest.mark.parametrize(
+    ("slots", "scale"), [(44_800, 0.01), (14_000, 0.002), (1, 0.001), (44_800, 1.0)]
+)
+def test_inventory_is_scaled_down(slots: int, scale: float) -> None:
+    site = Site(centres=14, days=16, slots_per_day=200) if slots == 44_800 else Site()
+    if slots == 1:
+        site = Site(centres=1, days=1, slots_per_day=1)
+    centres, days, per_day = inventory(site, scale)
+    target = max(1, round(site.slots * scale))
+    assert centres * days * per_day == pytest.approx(target, rel=0.35, abs=2)
+
+
+def test_squeezed_settings_keep_the_days_proportions() -> None:
+    scenario = load_scenario("cz-2021-01-15")
+    squeeze = Squeeze(speed=60, scale=0.01)
+    env = site_env(scenario.site, squeeze)
+    assert float(env["BACKEND_SMS_PER_SECOND"]) == pytest.approx(20 * 0.6)
+    assert sms_schedule(scenario.site, squeeze) == [(35.0, pytest.approx(200 * 0.6))]
+    assert float(env["BACKEND_PIN_TTL_S"]) == 5.0
+    # Throughput = workers / latency scales by scale * speed.
+    workers = int(env["BACKEND_MAX_IN_FLIGHT"])
+    latency = float(env["BACKEND_BASE_LATENCY_MS"])
+    full = scenario.site.max_in_flight / scenario.site.base_latency_ms
+    assert workers / latency == pytest.approx(full * 0.6)
+
+
+def test_rooms_file_is_one_the_gateway_reads(tmp_path: Path) -> None:
+    path = tmp_path / "rooms.toml"
+    path.write_text(rooms_toml(load_scenario("flash-crowd").gateway, Squeeze(600, 0.002)))
+    room = load_rooms(path, environ={})["vaccination"]
+    assert room.protects("/book/api/pin")
+    assert room.rate_per_minute == pytest.approx(1000 * 0.002 * 600)
+    assert room.grace_seconds == 10.0
+
+
+def test_cookies_are_kept_per_visitor() -> None:
+    jar: dict[str, str] = {}
+    update_cookies(
+        jar,
+        [
+            "wr_ticket_vaccination=abc.def; Path=/; HttpOnly; SameSite=lax",
+            'booking_session="e30="; path=/; Max-Age=1800',
+        ],
+    )
+    assert cookie_header(jar) == 'wr_ticket_vaccination=abc.def; booking_session="e30="'
+    update_cookies(jar, ["wr_ticket_vaccination=; Max-Age=0; Path=/"])
+    assert list(jar) == ["booking_session"]
+
+
+def _visitor(
+    index: int,
+    join: float,
+    admitted: float | None,
+    last_waiting: float | None,
+    outcome: str = BOOKED,
+) -> VisitorRecord:
+    v = VisitorRecord(index, False, join, 60.0)
+    v.arrived_at = v.join_started = join
+    v.join_done = join + 0.01
+    v.admitted_at = admitted
+    v.last_waiting_at = last_waiting
+    v.outcome = outcome
+    return v
+
+
+@pytest.mark.parametrize(
+    ("visitors", "pairs"),
+    [
+        # In order: 0 admitted at 5, 1 at 6.
+        ([_visitor(0, 0, 5, 4.9), _visitor(1, 1, 6, 5.9)], []),
+        # 1 joined later but was admitted at 3 while 0 was still told to wait at 4.
+        ([_visitor(0, 0, 5, 4.0), _visitor(1, 1, 3, 2.0)], [(0, 1)]),
+        # Within the tolerance (a snapshot a tick old): not counted.
+        ([_visitor(0, 0, 5, 3.1), _visitor(1, 1, 3, 2.0)], []),
+        # Joined together (1 started before 0's join completed): no order between them.
+        ([_visitor(0, 1.0, 5, 4.0), _visitor(1, 1.005, 3, 2.0)], []),
+        # 0 gave up while waiting; its last "waiting" answer still counts as evidence.
+        ([_visitor(0, 0, None, 8.0, GAVE_UP), _visitor(1, 1, 3, 2.0)], [(0, 1)]),
+    ],
+)
+def test_order_inversions(visitors: list[VisitorRecord], pairs: list[tuple[int, int]]) -> None:
+    assert order_inversions(visitors) == pairs
+
+
+def synthetic_result() -> RunResult:
+    """A small made-up replay: 6 visitors through the line, a few site requests."""
+    visitors = [
+        _visitor(0, 0.0, 2.0, 1.5),
+        _visitor(1, 0.5, 4.0, 3.5),
+        _visitor(2, 1.0, 6.0, 5.0, REGISTERED),
+        _visitor(3, 1.5, None, 7.0, GAVE_UP),
+        _visitor(4, 2.0, None, None, "unfinished"),
+        _visitor(5, 2.5, 9.0, 8.5),
+    ]
+    for v, promised in zip(visitors, (2, 3, 4, 5, 6, 8), strict=True):
+        v.promised_s, v.promised_low_s, v.promised_high_s = (
+            promised,
+            promised * 0.85,
+            promised * 1.25,
+        )
+        v.first_position = v.last_position = v.index + 1
+        if v.admitted_at is not None:
+            v.verified_at = v.admitted_at + 0.5
+            v.done_at = v.admitted_at + 1
+    recorder = Recorder()
+    for second in range(10):
+        recorder.request(STATUS, second + 0.1, 200, 0.004)
+        recorder.request(SITE, second + 0.2, 200 if second % 4 else 503, 0.05 + second / 100)
+    return RunResult(
+        load_scenario("flash-crowd"),
+        GATEWAY,
+        Squeeze(speed=60, scale=0.001),
+        visitors,
+        recorder,
+        DriverStats(steps=40, max_active=6, lag_samples=[0.001, 0.002]),
+        duration_s=10.0,
+        limit_s=120.0,
+        room={"rate_per_minute": 30.0},
+        slots_before=3,
+        slots_after=0,
+    )
+
+
+def test_summary_of_a_synthetic_replay() -> None:
+    summary = summarize(synthetic_result())
+    f = summary["figures"]
+    assert f["booked"] == 3 and f["registered_without_date"] == 1
+    assert f["outcomes"]["gave_up"] == 1 and f["outcomes"]["unfinished"] == 1
+    assert f["order_inversions"] == 0 and f["lost_visitors"] == 0
+    assert f["site"]["requests"] == 10 and f["site"]["errors"] == 3
+    assert f["slots_booked_per_site"] == 3
+    checks = {c["name"]: c["passed"] for c in summary["checks"]}
+    assert checks["bookings_match_supply"] is True  # min(3 slots, 4 verified) == 3 booked
+    assert checks["order_inversions"] is True
+    assert summary["passed"] is (all(v is not False for v in checks.values()))
+    both = compare(summary, summary)
+    assert both["with_gateway"]["site_errors"] == 3
+
+
+def test_report_renders_from_a_synthetic_replay() -> None:
+    result = synthetic_result()
+    summary = summarize(result)
+    page = render(result, summary, (result, summary), compare(summary, summary))
+    assert page.startswith("<!doctype html>")
+    assert page.count("<svg") >= 6
+    for heading in (
+        "People waiting in line",
+        "Admissions: set rate and actual",
+        "Booking site latency",
+        "Wait in line",
+        "Estimate error",
+        "With and without the waiting room",
+    ):
+        assert heading in page
+    # Self-contained: nothing fetched from anywhere.
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "<script" not in page
+    assert max(y for _, y in waiting_over_time(result)) == 5  # at 3 s: six joined, one in
+
+
+LOCUSTFILE = REPO_ROOT / "load" / "locustfile.py"
+
+
+def test_locustfile_is_valid_python_and_only_it_imports_locust() -> None:
+    tree = ast.parse(LOCUSTFILE.read_text(), filename=str(LOCUSTFILE))
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert "locust" in imported
+    classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    assert {"Visitor", "ScenarioShape"} <= classes
+    for path in (REPO_ROOT / "load" / "replay").glob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+locust", path.read_text(), re.M), path
