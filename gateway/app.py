@@ -24,6 +24,7 @@ from queue_core.keys import audit_key
 from queue_core.store import LineStore
 from queue_core.tokens import Credentials
 
+from .fast_status import FastStatus
 from .invitations import Invitations
 from .line_keeper import LineKeeper
 from .metrics import AllowList, GatewayMetrics, MetricsEndpoint
@@ -105,7 +106,7 @@ def create_app(
     redis: Redis | None = None,
     proxy: BackendProxy | None = None,
     metrics: GatewayMetrics | None = None,
-) -> Starlette:
+) -> FastStatus:
     settings = settings or Settings.from_env()
     if settings.dev_mode:
         log.warning("DEV MODE: insecure secret allowed; never expose this gateway publicly")
@@ -311,4 +312,5 @@ def create_app(
     app.state.gate = gate
     app.state.keeper = keeper
     app.state.metrics = metrics
-    return app
+    # The commonest request of all, a waiting visitor's status check, skips the router.
+    return FastStatus(app, gate)

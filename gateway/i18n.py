@@ -6,10 +6,10 @@ when the gateway starts, so adding a language is adding a .po file. English is t
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,7 +18,7 @@ from babel import Locale, negotiate_locale
 from babel.dates import format_time, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, get_group_symbol
 from babel.support import Translations
 
 SOURCE_LANGUAGE = "en"
@@ -66,24 +66,41 @@ def negotiate(available: Mapping[str, object], cookie: str | None, accept: str) 
     return negotiate_locale(preferred, list(available), sep="-") or SOURCE_LANGUAGE
 
 
-@dataclass(frozen=True)
 class Formatter:
-    """Numbers, times and durations written the way the visitor's language writes them."""
+    """Numbers, times and durations written the way the visitor's language writes them.
 
-    lang: str
-    ngettext: Callable[[str, str, int], str]
+    Every waiting page and status update writes a few of these, and Babel takes 20-40 µs for
+    each: whole numbers take a shortcut that is checked against Babel when the formatter is
+    made, and times, durations and ranges (few distinct values at any moment) are remembered.
+    """
+
+    def __init__(self, lang: str, ngettext: Callable[[str, str, int], str]) -> None:
+        self.lang = lang
+        self.ngettext = ngettext
+        self._group = _plain_grouping(lang)
+        self.clock = functools.lru_cache(maxsize=256)(self._clock)  # type: ignore[method-assign]
+        self.duration = functools.lru_cache(maxsize=1024)(self._duration)  # type: ignore[method-assign]
+        self._range = functools.lru_cache(maxsize=1024)(self._range_text)
 
     def number(self, value: int) -> str:
+        if self._group is not None and type(value) is int:
+            return f"{value:,}".replace(",", self._group)
         return format_decimal(value, locale=self.lang)
 
     def clock(self, us: int, timezone: str = "UTC") -> str:
         """A time of day as people in `timezone` read it, with the zone's short name."""
+        return self._clock(us, timezone)
+
+    def _clock(self, us: int, timezone: str = "UTC") -> str:
         zone = ZoneInfo(timezone)
         moment = datetime.fromtimestamp(us / 1_000_000, UTC).astimezone(zone)
         text = format_time(moment, format="short", tzinfo=zone, locale=self.lang)
         return f"{text} {moment.tzname()}"
 
     def duration(self, seconds: float) -> str:
+        return self._duration(seconds)
+
+    def _duration(self, seconds: float) -> str:
         return format_timedelta(
             max(round(seconds), 60), granularity="minute", threshold=1.5, locale=self.lang
         )
@@ -91,16 +108,33 @@ class Formatter:
     def wait_range(self, low: float, high: float) -> str:
         """A range a person can read: '5–9 minutes', 'about 2–3 hours', 'under a minute'."""
         if high < 60:
-            return self.ngettext("under a minute", "under a minute", 1)
+            return self._range(0, 0, "")
         if high <= 90 * 60:
-            lo, hi = max(1, math.floor(low / 60)), math.ceil(high / 60)
-            text = self.ngettext("%(low)s–%(high)s minute", "%(low)s–%(high)s minutes", hi)
+            lo, hi, unit = max(1, math.floor(low / 60)), math.ceil(high / 60), "minute"
         else:
-            lo, hi = max(1, math.floor(low / 3600)), math.ceil(high / 3600)
-            text = self.ngettext("%(low)s–%(high)s hour", "%(low)s–%(high)s hours", hi)
+            lo, hi, unit = max(1, math.floor(low / 3600)), math.ceil(high / 3600), "hour"
         if lo >= hi:
             lo = hi - 1 if hi > 1 else hi
+        return self._range(lo, hi, unit)
+
+    def _range_text(self, lo: int, hi: int, unit: str) -> str:
+        if unit == "minute":
+            text = self.ngettext("%(low)s–%(high)s minute", "%(low)s–%(high)s minutes", hi)
+        elif unit == "hour":
+            text = self.ngettext("%(low)s–%(high)s hour", "%(low)s–%(high)s hours", hi)
+        else:
+            return self.ngettext("under a minute", "under a minute", 1)
         return text % {"low": self.number(lo), "high": self.number(hi)}
+
+
+def _plain_grouping(lang: str) -> str | None:
+    """The group separator if `lang` writes whole numbers as plain groups of three (as every
+    language here does), else None: then Babel formats every number."""
+    group = get_group_symbol(locale=lang)
+    samples = (0, 7, 999, 1000, 12_345, 999_999, 1_234_567, 10**12, -4321)
+    if all(f"{n:,}".replace(",", group) == format_decimal(n, locale=lang) for n in samples):
+        return group
+    return None
 
 
 def language_name(lang: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class Pages:
         self.names = {lang: language_name(lang) for lang in self.languages}
         self._envs: dict[str, jinja2.Environment] = {}
         self._formatters: dict[str, Formatter] = {}
+        self._negotiated = functools.lru_cache(maxsize=1024)(self._negotiate)
         for lang, translations in self.catalogs.items():
             env = jinja2.Environment(
                 loader=jinja2.FileSystemLoader(str(templates_dir)),
@@ -46,11 +48,17 @@ class Pages:
             self._formatters[lang] = fmt
 
     def language(self, request: Request) -> str:
-        return negotiate(
-            self.catalogs,
-            request.cookies.get(LANG_COOKIE),
-            request.headers.get("accept-language", ""),
+        return self.language_for(
+            request.cookies.get(LANG_COOKIE), request.headers.get("accept-language", "")
         )
+
+    def language_for(self, cookie: str | None, accept: str) -> str:
+        """The language for a lang cookie and an Accept-Language header. A crowd sends few
+        distinct pairs, so each is negotiated once."""
+        return self._negotiated(cookie, accept[:200])
+
+    def _negotiate(self, cookie: str | None, accept: str) -> str:
+        return negotiate(self.catalogs, cookie, accept)
 
     def formatter(self, lang: str) -> Formatter:
         return self._formatters[lang]

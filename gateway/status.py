@@ -56,6 +56,7 @@ class VisitorStatus:
         }
 
 
+@lru_cache(maxsize=256)  # a snapshot's time is shown to everyone who checks until the next tick
 def as_iso(us: int) -> str | None:
     if not us:
         return None

@@ -41,6 +41,7 @@ from .status import (
     scheduled_status,
     waiting_status,
 )
+from .status_text import StatusText, status_text
 
 log = logging.getLogger("waitroom.gateway")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -244,22 +245,38 @@ class Gate:
             return response
         return await self.respond_located(request, room, view, ticket, api)
 
+    def still_waiting(self, room: RoomConfig, ticket: Ticket) -> VisitorStatus | None:
+        """The status of a visitor who is plainly waiting, from this worker's view alone, and
+        their heartbeat noted; None for anything that needs more (their turn, a lapsed place,
+        a pre-queue ticket, a ticket from before a Redis data loss, no snapshot yet). Pure
+        and synchronous: the raw status path (`fast_status`) answers with it too."""
+        if ticket.place == 0:
+            return None
+        view = self.keeper.view(room.name, ticket.lane)
+        snap = view.snapshot
+        if snap is None or (ticket.gen and snap.gen and ticket.gen != snap.gen):
+            return None
+        location = view.locate(ticket.place)
+        if location.standing is not Standing.WAITING:
+            return None
+        self.keeper.note_seen(room.name, ticket.place, ticket.lane)
+        return waiting_status(
+            view,
+            room,
+            location.ahead,
+            ticket.ahead_at_join,
+            stale=not self.keeper.is_fresh(room.name),
+            receipt=self.receipts.code(room.name, ticket.place, ticket.lane),
+            share=room.lane_shares().get(ticket.lane, 1.0),
+        )
+
     async def respond_located(
         self, request: Request, room: RoomConfig, view: LineView, ticket: Ticket, api: bool
     ) -> Response:
-        location = view.locate(ticket.place)
-        if location.standing is Standing.WAITING:
-            self.keeper.note_seen(room.name, ticket.place, ticket.lane)
-            status = waiting_status(
-                view,
-                room,
-                location.ahead,
-                ticket.ahead_at_join,
-                stale=not self.keeper.is_fresh(room.name),
-                receipt=self.receipts.code(room.name, ticket.place, ticket.lane),
-                share=room.lane_shares().get(ticket.lane, 1.0),
-            )
+        status = self.still_waiting(room, ticket)
+        if status is not None:
             return self.show(request, room, status, api)
+        location = view.locate(ticket.place)
         if location.standing is Standing.TURN:
             expires_us = await self.metrics.redis(
                 "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
@@ -595,11 +612,13 @@ class Gate:
         )
 
     def context(self, room: RoomConfig, status: VisitorStatus, lang: str) -> dict[str, Any]:
+        banner = status.banner.get(lang) or status.banner.get("en")
         return {
             "room": room,
             "status": status,
             "refresh": max(2, round(status.poll_after)),
-            "banner_text": status.banner.get(lang) or status.banner.get("en"),
+            "banner_text": banner,
+            "text": status_text(self.pages, lang, room, status, banner),
         }
 
     def json(
@@ -607,26 +626,41 @@ class Gate:
     ) -> JSONResponse:
         # The page's own script asks for the status already written in the visitor's
         # language, so JavaScript and no-JavaScript visitors read exactly the same words.
-        if request.query_params.get("display") == "1":
+        query = request.query_params
+        if query.get("display") == "1":
             lang = self.pages.language(request)
-            ctx = self.context(room, status, lang) | {"path": request.query_params.get("path")}
-            ctx["path"] = safe_next(room, ctx["path"])
-            body["display"] = {
-                "html": self.pages.render_string(lang, "_status.html", ctx),
-                "title": self.pages.render_string(lang, "_title.txt", ctx).strip(),
-                "banner": ctx["banner_text"],
-                "announce": self.announcement(status, lang),
-            }
+            body["display"] = self.display(
+                room, status, lang, query.get("layout"), query.get("path")
+            )
         return JSONResponse(body, headers=NO_STORE)
 
-    def announcement(self, status: VisitorStatus, lang: str) -> str:
-        fmt = self.pages.formatter(lang)
-        if status.state == "admitted":
-            return self.pages.translate(lang, "It is your turn")
-        if status.position is None:
-            return ""
-        text = self.pages.translate(lang, "Your place in line: %(position)s.")
-        return text % {"position": fmt.number(status.position)}
+    def display(
+        self,
+        room: RoomConfig,
+        status: VisitorStatus,
+        lang: str,
+        shown_layout: str | None,
+        path: str | None,
+        *,
+        render: bool = True,
+    ) -> dict[str, Any] | None:
+        """What the page's script needs to show `status`: the new figures when the section
+        the page shows (`shown_layout`) still has the right shape, else the section written
+        out whole (or None when `render` is off: the raw status path leaves that to us)."""
+        ctx = self.context(room, status, lang)
+        text: StatusText = ctx["text"]
+        shown = {
+            "layout": text.layout,
+            "title": text.title,
+            "banner": ctx["banner_text"],
+            "announce": text.announce,
+        }
+        if text.layout and text.layout == shown_layout:
+            return shown | {"fill": text.fill()}
+        if not render:
+            return None
+        ctx["path"] = safe_next(room, path)
+        return shown | {"html": self.pages.render_string(lang, "_status.html", ctx)}
 
     def page(
         self,

@@ -31,19 +31,31 @@ class Outflow:
 
     def __init__(self) -> None:
         self._samples: deque[tuple[int, int]] = deque()
+        # band() walks the whole window, and every status check asks for it: it only changes
+        # when a sample arrives, so it is worked out once per tick, not once per check.
+        self._band: dict[int, tuple[float, float] | None] = {}
 
     def observe(self, now_us: int, processed: int, waiting: int) -> None:
         if waiting == 0:
             self._samples.clear()
+            self._band.clear()
             return
         if self._samples and now_us <= self._samples[-1][0]:
             return
+        self._band.clear()
         self._samples.append((now_us, processed))
         while now_us - self._samples[0][0] > WINDOW_US:
             self._samples.popleft()
 
     def band(self, stretch_us: int = 10_000_000) -> tuple[float, float] | None:
         """The slowest and fastest outflow over stretches of the window: how uneven it is."""
+        try:
+            return self._band[stretch_us]
+        except KeyError:
+            band = self._band[stretch_us] = self._measure_band(stretch_us)
+            return band
+
+    def _measure_band(self, stretch_us: int) -> tuple[float, float] | None:
         rates = []
         start = self._samples[0] if self._samples else None
         for t, p in self._samples:

@@ -205,6 +205,38 @@ def test_join_wait_turn_and_booking_in_english_with_javascript(
     shot(page, "en-booking")
 
 
+def test_figures_change_in_place_and_focus_stays_where_it_was(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("book")
+    ahead = visitor(browser, stack)
+    ahead.goto("/book")
+    page = visitor(browser, stack, "cs")
+    page.goto("/book")
+    expect(page.locator("#wr-position")).to_have_text("2")
+    # Record what each status reply carried.
+    page.evaluate(
+        """() => { window.__replies = []; const f = window.fetch;
+        window.fetch = (...a) => f(...a).then(r => { r.clone().json().then(
+          b => window.__replies.push(b.display || {})); return r; }); }"""
+    )
+    # One slot at once, the next in 10 s: the person ahead goes in, this visitor moves up.
+    stack.line(lambda s: s.configure("book", rate_per_minute=6))
+    back_to_tab(page)
+    expect(page.locator("#wr-position")).to_have_text("1", timeout=15_000)
+    expect(page.locator("#wr-ahead")).to_have_text("0")
+    page.evaluate("window.__replies = []")
+    page.locator(".receipt a").focus()
+    page.wait_for_function("() => window.__replies.some(d => d.fill)", timeout=15_000)
+    # Only figures were sent, and written into the section the page already had: the
+    # keyboard focus is still on the link the visitor was on.
+    assert page.evaluate("document.activeElement.closest('.receipt') !== null")
+    assert page.evaluate("window.__replies.filter(d => d.fill).every(d => !d.html)")
+    stack.line(lambda s: s.configure("book", rate_per_minute=0))
+    ahead.context.close()
+    page.context.close()
+
+
 def test_czech_without_javascript_refreshes_itself_to_the_booking_page(
     browser: Browser, stack: Stack
 ) -> None:

@@ -8,7 +8,9 @@
   var live = document.getElementById("wr-live");
   var here = location.pathname + location.search;
   var url = "/_waitroom/api/rooms/" + encodeURIComponent(box.dataset.room) +
-    "/status?display=1&path=" + encodeURIComponent(here);
+    "/status?display=1&path=" + encodeURIComponent(here) + "&layout=";
+  // While the section keeps its shape (its "layout"), the server sends only the new figures.
+  var layout = box.dataset.layout || "";
   var grace = Number(box.dataset.grace) || 300;
   var shownPosition = Number(box.dataset.position) || Infinity;
   var shownProgress = Number(box.dataset.progress) || 0;
@@ -29,6 +31,13 @@
     if (s.position != null && s.position > shownPosition && s.state !== "admitted") return;
     if (s.progress_percent != null && s.progress_percent < shownProgress) s.progress_percent = shownProgress;
     if (d.html != null && d.html !== box.innerHTML) box.innerHTML = d.html;
+    if (d.fill) {
+      for (var id in d.fill) {
+        var el = document.getElementById(id);
+        if (el && el.textContent !== d.fill[id]) el.textContent = d.fill[id];
+      }
+    }
+    if (d.layout != null) layout = d.layout;
     box.dataset.state = s.state;
     if (d.title) document.title = d.title;
     var bar = box.querySelector("progress");
@@ -51,7 +60,7 @@
   }
 
   function poll() {
-    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    fetch(url + encodeURIComponent(layout), { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.json().then(function (body) { return [r, body]; }); })
       .then(function (rb) {
         var r = rb[0], s = rb[1];

@@ -1,0 +1,100 @@
+"""The words of a visitor's status, in their language, written in one place.
+
+The page, the script's in-place updates and the screen reader's announcement all read these,
+so a visitor with JavaScript and one without see exactly the same words. Between two checks
+of someone waiting, usually only the figures change, not the shape of the section around them
+(state, notices, banner, receipt): `layout` names that shape, so the page's script is sent
+just the new figures while its layout still holds, and the whole section only when it changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from queue_core.rooms import RoomConfig
+
+from .pages import Pages
+from .status import VisitorStatus
+
+# States whose section keeps its shape from one check to the next: only figures change.
+FILLABLE = frozenset({"waiting", "paused"})
+
+
+@dataclass(frozen=True, slots=True)
+class StatusText:
+    layout: str  # "" when the section has to be written out whole every time
+    title: str
+    position: str
+    ahead: str
+    estimate: str
+    updated: str
+    announce: str
+
+    def fill(self) -> dict[str, str]:
+        """The page elements that change between checks, by id, with their new text."""
+        return {
+            "wr-position": self.position,
+            "wr-ahead": self.ahead,
+            "wr-estimate": self.estimate,
+            "wr-updated": self.updated,
+        }
+
+
+def status_text(
+    pages: Pages, lang: str, room: RoomConfig, status: VisitorStatus, banner: str | None
+) -> StatusText:
+    fmt = pages.formatter(lang)
+    position = "" if status.position is None else fmt.number(status.position)
+    if status.state == "admitted":
+        heading = pages.translate(lang, "It is your turn")
+        announce = heading
+    elif status.position:
+        heading = pages.translate(lang, "Place %(position)s in line") % {"position": position}
+        announce = pages.translate(lang, "Your place in line: %(position)s.") % {
+            "position": position
+        }
+    else:
+        heading = announce = ""
+    title = " – ".join(
+        t for t in (heading, room.title or pages.translate(lang, "Waiting room")) if t
+    )
+    if status.estimate is not None:
+        estimate = fmt.wait_range(status.estimate.low, status.estimate.high)
+    elif status.state == "paused":
+        estimate = pages.translate(lang, "unknown while paused")
+    else:
+        estimate = pages.translate(lang, "not known yet")
+    updated = ""
+    if status.as_of_us:
+        updated = pages.translate(lang, "Updated at %(time)s.") % {
+            "time": fmt.clock(status.as_of_us, room.timezone)
+        }
+    return StatusText(
+        layout=layout(lang, status, banner),
+        title=title,
+        position=position,
+        ahead="" if status.ahead is None else fmt.number(status.ahead),
+        estimate=estimate,
+        updated=updated,
+        announce=announce,
+    )
+
+
+def layout(lang: str, status: VisitorStatus, banner: str | None) -> str:
+    """A short name for everything that shapes the section apart from its figures."""
+    if status.state not in FILLABLE:
+        return ""
+    shape = "\x00".join(
+        (
+            lang,
+            status.state,
+            status.notice or "",
+            "sold-out" if status.sold_out else "",
+            "stale" if status.stale else "",
+            "estimate" if status.estimate is not None else "",
+            status.receipt or "",
+            banner or "",
+        )
+    )
+    return hashlib.blake2s(shape.encode(), digest_size=6).hexdigest()
