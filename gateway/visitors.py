@@ -343,8 +343,9 @@ class Gate:
                 receipt=self.receipts.code(room.name, result.place, lane),
                 share=room.lane_shares().get(lane, 1.0),
             )
-        response = self.show(request, room, status, api, ticket=ticket)
-        self.set_ticket(request, response, ticket)
+        signed = self.credentials.issue_ticket(ticket)  # once, for the body and the cookie
+        response = self.show(request, room, status, api, signed_ticket=signed)
+        self.set_ticket(request, response, ticket, signed)
         return response
 
     def your_turn(
@@ -595,12 +596,12 @@ class Gate:
         room: RoomConfig,
         status: VisitorStatus,
         api: bool,
-        ticket: Ticket | None = None,
+        signed_ticket: str | None = None,
     ) -> Response:
         if api:
             body: dict[str, Any] = status.as_json()
-            if ticket is not None:
-                body["ticket"] = self.credentials.issue_ticket(ticket)
+            if signed_ticket is not None:
+                body["ticket"] = signed_ticket
             return self.json(request, room, status, body)
         lang = self.pages.language(request)
         return self.pages.render(
@@ -719,11 +720,13 @@ class Gate:
     def secure(self, request: Request) -> bool:
         return self.cookie_secure == "always" or request.url.scheme == "https"
 
-    def set_ticket(self, request: Request, response: Response, ticket: Ticket) -> None:
+    def set_ticket(
+        self, request: Request, response: Response, ticket: Ticket, signed: str | None = None
+    ) -> None:
         self.metrics.token_issued(ticket.room, "ticket")
         response.set_cookie(
             ticket_cookie(ticket.room),
-            self.credentials.issue_ticket(ticket),
+            signed or self.credentials.issue_ticket(ticket),
             max_age=TICKET_COOKIE_SECONDS,
             path="/",
             secure=self.secure(request),
