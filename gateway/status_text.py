@@ -3,7 +3,7 @@
 The page, the script's in-place updates and the screen reader's announcement all read these,
 so a visitor with JavaScript and one without see exactly the same words. Between two checks
 of someone waiting, usually only the figures change, not the shape of the section around them
-(state, notices, banner, receipt): `layout` names that shape, so the page's script is sent
+(state, notices, banner): `layout` names that shape, so the page's script is sent
 just the new figures while its layout still holds, and the whole section only when it changed.
 """
 
@@ -30,6 +30,7 @@ class StatusText:
     estimate: str
     updated: str
     announce: str
+    receipt: str
 
     def fill(self) -> dict[str, str]:
         """The page elements that change between checks, by id, with their new text."""
@@ -38,6 +39,7 @@ class StatusText:
             "wr-ahead": self.ahead,
             "wr-estimate": self.estimate,
             "wr-updated": self.updated,
+            "wr-receipt": self.receipt,
         }
 
 
@@ -78,6 +80,7 @@ def status_text(
         estimate=estimate,
         updated=updated,
         announce=announce,
+        receipt=status.receipt or "",
     )
 
 
@@ -93,7 +96,7 @@ def layout(lang: str, status: VisitorStatus, banner: str | None) -> str:
             "sold-out" if status.sold_out else "",
             "stale" if status.stale else "",
             "estimate" if status.estimate is not None else "",
-            status.receipt or "",
+            "receipt" if status.receipt else "",
             banner or "",
         )
     )

@@ -130,6 +130,8 @@ def table(result: Mapping[str, Any]) -> str:
     row("poll_vs_hello_per_core", "the same per core of server CPU (machine noise taken out)")
     for size, rps in result["poll_rps_by_waiting"].items():
         rows.append((f"  poll_rps, {int(size):,} waiting", _fmt(rps), "", "", f"{run}"))
+    row("page_poll_rps", "the waiting page's script polling for new figures (display=1)")
+    row("page_poll_vs_hello", "page_poll_rps / hello_rps")
     row("poll_flatness", "largest line / smallest line")
     row("poll_flatness_per_core", "the same per core of server CPU")
     row("join_rps", f"new visitors, {setup['join_workers']} worker, {conns}")

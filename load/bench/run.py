@@ -259,6 +259,20 @@ class Bench:
         if body != {"hello": "world"}:
             raise RuntimeError(f"an admitted request was not proxied: {body}")
 
+    def page_query(self, gateway: Uvicorn, crowd: Crowd) -> str:
+        """The query the waiting page's script polls with, once it shows its section: every
+        visitor of the line shows a section of the same shape, so one query serves them all.
+        Checked to bring back only new figures, as it would for a real page."""
+        url = gateway.url + STATUS_PATH.format(room=crowd.room)
+        with open(crowd.credentials, encoding="ascii") as f:
+            cookie = f.readline().strip()
+        query = f"?display=1&path=/{crowd.room}"
+        layout = fetch(url + query, cookie)["display"]["layout"]
+        query += f"&layout={layout}"
+        if "fill" not in fetch(url + query, cookie)["display"]:
+            raise RuntimeError(f"room {crowd.room}: the page's poll did not get figures only")
+        return query
+
     def poll_load(
         self,
         gateway: Uvicorn,
@@ -266,10 +280,11 @@ class Bench:
         seconds: int,
         connections: int | None = None,
         rate: float = 0.0,
+        query: str = "",
     ) -> Load:
         """Status checks, each with the next visitor's ticket."""
         return Load(
-            gateway.url + STATUS_PATH.format(room=crowd.room),
+            gateway.url + STATUS_PATH.format(room=crowd.room) + query,
             connections or self.plan.connections,
             seconds,
             self.plan.driver_threads,
@@ -289,7 +304,10 @@ class Bench:
         self.say("warming up")
         self.driver.run(Load(say_hello.url, plan.connections, plan.warmup_seconds))
         self.driver.run(self.poll_load(gateway, crowds[line_room(sizes[-1])], plan.warmup_seconds))
+        largest = crowds[line_room(sizes[-1])]
+        page_query = self.page_query(gateway, largest)
         hello_rps: list[float] = []
+        page_rps: list[float] = []
         poll_rps: dict[int, list[float]] = {size: [] for size in sizes}
         hello_per_core: list[float] = []
         poll_per_core: dict[int, list[float]] = {size: [] for size in sizes}
@@ -310,6 +328,13 @@ class Bench:
                 poll_rps[size].append(result.rps)
                 poll_per_core[size].append(self.per_core(result))
                 polls += result.requests
+            # The waiting page's own script, polling for its new figures.
+            load = self.poll_load(gateway, largest, plan.run_seconds, query=page_query)
+            before = self.aio.run(redis_stats.counters(redis.client))
+            result = self.load("page poll", gateway, redis, load, round=round_)
+            spent = spent + (self.aio.run(redis_stats.counters(redis.client)) - before)
+            page_rps.append(result.rps)
+            polls += result.requests
         by_size = {str(size): round(median(v)) for size, v in poll_rps.items()}
         f = self.figures
         f["hello_rps"] = round(median(hello_rps))
@@ -317,6 +342,8 @@ class Bench:
         f["poll_rps"] = by_size[str(sizes[-1])]
         f["poll_vs_hello"] = round(f["poll_rps"] / f["hello_rps"], 3)
         f["poll_flatness"] = round(by_size[str(sizes[-1])] / by_size[str(sizes[0])], 3)
+        f["page_poll_rps"] = round(median(page_rps))
+        f["page_poll_vs_hello"] = round(f["page_poll_rps"] / f["hello_rps"], 3)
         f["redis_calls_per_poll"] = round(spent.reads / max(1, polls), 5)
         f["redis_scripts_per_poll"] = round(spent.scripts / max(1, polls), 5)
         f["tick_redis_us"] = round(spent.script_usec / spent.scripts) if spent.scripts else None
