@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from gateway.ops.auth import hash_password
+from gateway.proxy_stats import window_of
 from helpers import Stack, gateway_stack
 from queue_core.store import LineStore
 
@@ -36,6 +37,10 @@ rate_per_minute = 60
 paths = ["/lanes"]
 rate_per_minute = 0
 lanes = { over80 = 0.5 }
+
+[rooms.quiet]
+paths = ["/quiet"]
+rate_per_minute = 0
 """
 
 
@@ -317,6 +322,26 @@ async def test_autopilot_slows_down_for_a_struggling_site_and_recovers(
         reasons = [e["why"] for e in audit if e["who"] == "autopilot"]
         assert any("p95" in r for r in reasons)
         assert any("healthy" in r for r in reasons)
+
+
+async def test_requests_slower_than_the_top_bucket_keep_the_figures_flowing(
+    stack: Stack, store: LineStore
+) -> None:
+    # Two of twenty proxied requests took over 30 s (the top latency bucket): p95 is "> 30 s",
+    # and the live JSON (which refuses infinity) still answers, with and without the charts.
+    window = window_of(time.time())
+    for w in (window - 1, window):
+        await store.record_proxy("quiet", w, {"n": 10, "b3": 9, "b12": 1})
+    async with logged_in(stack) as (c, _):
+        for query in ("", "?series=1"):
+            r = await c.get(f"/_waitroom/ops/api/rooms/quiet{query}")
+            assert r.status_code == 200, r.text
+            backend = r.json()["backend"]
+            assert (backend["p95_ms"], backend["p95_over_top"]) == (30000, True)
+            assert (backend["p50_ms"], backend["p50_over_top"]) == (50, False)
+        assert 30000 in r.json()["series"]["backend"]["p95_ms"]
+        page = await c.get("/_waitroom/ops/")
+        assert page.status_code == 200 and "&gt; 30000" in page.text
 
 
 async def test_priority_lane_invitations_through_the_gateway(stack: Stack) -> None:

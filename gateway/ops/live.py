@@ -10,7 +10,7 @@ from typing import Any
 from queue_core.snapshot import Sample
 from queue_core.store import LineStore
 
-from ..proxy_stats import WINDOW_SECONDS, merge, percentile_ms, window_of
+from ..proxy_stats import TOP_MS, WINDOW_SECONDS, beyond_top, merge, percentile_ms, window_of
 
 MINUTE_US = 60_000_000
 
@@ -89,6 +89,10 @@ def summarize(
             "requests_last_minute": n,
             "p50_ms": percentile_ms(proxy_last_minute, 0.5),
             "p95_ms": percentile_ms(proxy_last_minute, 0.95),
+            # The figure above is then the top bucket's bound: the requests took longer.
+            "p50_over_top": beyond_top(proxy_last_minute, 0.5),
+            "p95_over_top": beyond_top(proxy_last_minute, 0.95),
+            "top_ms": TOP_MS,
             "error_rate": round(proxy_last_minute.get("e", 0) / n, 4) if n else 0.0,
         },
         "new_arrival_wait_seconds": None if estimate is None else round(estimate),

@@ -44,7 +44,9 @@
         if (!f) return;
         section.querySelectorAll("[data-k]").forEach(function (el) {
           if (el.dataset.k === "badges") return;
-          el.textContent = show(get(f, el.dataset.k), el.dataset.unit);
+          var text = show(get(f, el.dataset.k), el.dataset.unit);
+          // Slower than the top latency bucket: the figure is a floor, not a value.
+          el.textContent = el.dataset.over && get(f, el.dataset.over) ? "> " + text : text;
         });
         if (f.series) section.querySelectorAll("svg.chart").forEach(function (svg) { draw(svg, f.series); });
       }).catch(function () {});
