@@ -16,9 +16,11 @@ import httpx
 import pytest
 import redis
 
+from gateway.ops.audit import AuditLog
 from gateway.ops.auth import hash_password
 from gateway.proxy_stats import window_of
 from helpers import Stack, gateway_stack
+from queue_core.keys import audit_key
 from queue_core.store import LineStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -253,6 +255,27 @@ async def test_audit_log_records_who_what_and_why_and_exports(stack: Stack) -> N
         rows = list(csv.DictReader(io.StringIO(exported)))
         assert any(row["why"] == "SMS raised to 200/s" for row in rows)
         assert "SMS raised to 200/s" in (await c.get("/_waitroom/ops/")).text
+
+
+async def test_audit_export_is_complete_and_quotes_only_formulas(
+    stack: Stack, store: LineStore
+) -> None:
+    # More entries than one read of the stream returns (and than the old 10,000 cut-off).
+    audit = AuditLog(store.redis, audit_key(stack.prefix))
+    await audit.record(
+        "bulk", "quiet", {f"s{i}": ("", str(i)) for i in range(10_500)}, why="bulk import"
+    )
+    await audit.record("mallory", "quiet", {"banner": ("", "=HYPERLINK(1)")})
+    async with logged_in(stack) as (c, _):
+        exported = await c.get("/_waitroom/ops/audit.csv?room=quiet")
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    bulk = [row for row in rows if row["who"] == "bulk"]
+    assert sorted(int(row["new"]) for row in bulk) == list(range(10_500))
+    assert all(row["old"] == "" for row in bulk)  # empty stays empty, not "'"
+    formula = next(row for row in rows if row["who"] == "mallory")
+    assert (formula["new"], formula["old"], formula["why"]) == ("'=HYPERLINK(1)", "", "")
+    assert {row["room"] for row in rows} == {"quiet"}
 
 
 async def test_admin_api_is_documented(stack: Stack) -> None:
