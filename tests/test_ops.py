@@ -236,6 +236,31 @@ async def test_bad_settings_are_refused_and_change_nothing(
             assert after.get(key) == before.get(key)
 
 
+async def test_a_partial_autopilot_update_keeps_the_other_settings(stack: Stack) -> None:
+    settings = "/_waitroom/ops/api/rooms/quiet/settings"
+    pilot = {
+        "enabled": True,
+        "target_p95_ms": 700,
+        "max_error_rate": 0.1,
+        "min_rate": 5,
+        "max_rate": 250,
+    }
+    async with logged_in(stack) as (c, csrf):
+        h = {"X-CSRF-Token": csrf}
+        # Paused, so the running autopilot leaves this room's rate alone meanwhile.
+        r = await c.post(settings, json={"paused": True, "autopilot": pilot}, headers=h)
+        assert r.status_code == 200
+        r = await c.post(settings, json={"autopilot": {"max_rate": 300}}, headers=h)
+        assert r.status_code == 200
+        assert r.json()["settings"]["autopilot"] == {**pilot, "max_rate": 300}
+        r = await c.post(settings, json={"autopilot": {"min_rate": 400}}, headers=h)
+        assert r.status_code == 400 and "autopilot.min_rate" in r.json()["errors"]
+        r = await c.post(
+            settings, json={"paused": False, "autopilot": {"enabled": False}}, headers=h
+        )
+        assert r.json()["settings"]["autopilot"] == {**pilot, "max_rate": 300, "enabled": False}
+
+
 async def test_audit_log_records_who_what_and_why_and_exports(stack: Stack) -> None:
     async with logged_in(stack) as (c, csrf):
         await c.post(

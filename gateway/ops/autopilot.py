@@ -9,7 +9,6 @@ admitted visitors who never come (no-shows), within the bounds ops set.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -88,10 +87,7 @@ class AutopilotRunner:
         if not await self.store.redis.set(lock, "1", nx=True, px=int(self.period * 900)):
             return None
         state = await self.store.state(room)
-        try:
-            pilot = Autopilot(**json.loads(state.get("autopilot") or "{}"))
-        except (ValueError, TypeError):
-            return None
+        pilot = Autopilot.from_json(state.get("autopilot"))
         if not pilot.enabled or state.get("paused") == "1":
             return None
         # The window under way and the two before it: 10 to 15 s of every proxied request.

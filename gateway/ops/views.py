@@ -32,7 +32,7 @@ from ..pages import Pages
 from . import live
 from .audit import AuditLog, as_csv
 from .auth import SESSION_COOKIE, OpsAuth, Session, csrf_ok
-from .controls import Changes, parse_changes
+from .controls import Autopilot, Changes, parse_changes
 
 PREFIX = "/_waitroom/ops"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -279,10 +279,10 @@ class OpsViews:
             data = None
         if not isinstance(data, dict):
             return error(400, "bad_request", "Send a JSON object of settings.")
-        changes = parse_changes(data, now_us=time.time_ns() // 1000, languages=self.pages.languages)
-        if changes.errors:
-            return JSONResponse({"error": "invalid", "errors": changes.errors}, status_code=400)
         try:
+            changes = await self.parse(room.name, data)
+            if changes.errors:
+                return JSONResponse({"error": "invalid", "errors": changes.errors}, status_code=400)
             await self.apply(room.name, changes, session.user)
             return JSONResponse(await live.load(self.store, room.name), headers=NO_STORE)
         except RedisError:
@@ -303,14 +303,23 @@ class OpsViews:
         if pilot:
             pilot.setdefault("enabled", "0")  # an unticked checkbox sends nothing
             data["autopilot"] = pilot
-        changes = parse_changes(data, now_us=time.time_ns() // 1000, languages=self.pages.languages)
-        if changes.errors:
-            return await self.dashboard_page(request, session, {room.name: changes.errors}, 400)
         try:
+            changes = await self.parse(room.name, data)
+            if changes.errors:
+                return await self.dashboard_page(request, session, {room.name: changes.errors}, 400)
             await self.apply(room.name, changes, session.user)
         except RedisError:
             return error(503, "unavailable", "Redis is unreachable; nothing was changed.")
         return RedirectResponse(f"{PREFIX}/#room-{room.name}", status_code=303, headers=NO_STORE)
+
+    async def parse(self, room: str, data: Mapping[str, Any]) -> Changes:
+        state = await self.store.state(room)
+        return parse_changes(
+            data,
+            now_us=time.time_ns() // 1000,
+            languages=self.pages.languages,
+            autopilot=Autopilot.from_json(state.get("autopilot")),
+        )
 
     async def apply(self, room: str, changes: Changes, who: str) -> None:
         before = await self.store.state(room)
