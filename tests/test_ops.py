@@ -43,6 +43,11 @@ lanes = { over80 = 0.5 }
 [rooms.quiet]
 paths = ["/quiet"]
 rate_per_minute = 0
+
+[rooms.steer]
+paths = ["/steer"]
+rate_per_minute = 0
+lanes = { over80 = 0.5 }
 """
 
 
@@ -390,6 +395,46 @@ async def test_requests_slower_than_the_top_bucket_keep_the_figures_flowing(
         assert 30000 in r.json()["series"]["backend"]["p95_ms"]
         page = await c.get("/_waitroom/ops/")
         assert page.status_code == 200 and "&gt; 30000" in page.text
+
+
+async def test_autopilot_starts_from_the_rate_ops_set_and_sees_every_lane(
+    stack: Stack, store: LineStore
+) -> None:
+    settings = "/_waitroom/ops/api/rooms/steer/settings"
+    pilot = {"enabled": True, "target_p95_ms": 1000, "min_rate": 1, "max_rate": 5000}
+
+    async def rate_after_a_step(previous: float) -> float:
+        deadline = time.monotonic() + 10
+        while (rate := float((await store.state("steer"))["rate"])) == previous:
+            assert time.monotonic() < deadline, "the autopilot did not act"
+            await asyncio.sleep(0.1)
+        return rate
+
+    async with logged_in(stack) as (c, csrf):
+        h = {"X-CSRF-Token": csrf}
+        await c.post(settings, json={"rate_per_minute": 400, "max_active": 1}, headers=h)
+        # One visitor admitted fills the site; the only one waiting is in the priority lane.
+        assert (await store.join("steer", "blocker0000")).status == "admitted"
+        joined = await store.join("steer", "elder000000", lane="over80")
+        assert joined.status == "waiting"
+        try:
+            r = await c.post(settings, json={"autopilot": pilot}, headers=h)
+            assert r.json()["lanes"]["over80"]["waiting"] == 1
+            # Someone is waiting (in a lane) and the site is idle: it grows from 400.
+            grown = await rate_after_a_step(400)
+            assert 400 < grown <= 400 * 1.1 + 1
+            # Off, 20 by hand, on again: it carries on from 20, not from where it had got to.
+            await c.post(settings, json={"autopilot": {"enabled": False}}, headers=h)
+            await c.post(settings, json={"rate_per_minute": 20}, headers=h)
+            await c.post(settings, json={"autopilot": {"enabled": True}}, headers=h)
+            assert 20 < await rate_after_a_step(20) <= 20 * 1.1 + 1
+            # And a rate set by hand while it runs is where it goes on from.
+            await c.post(settings, json={"rate_per_minute": 50}, headers=h)
+            assert 50 < await rate_after_a_step(50) <= 50 * 1.1 + 1
+        finally:
+            await c.post(
+                settings, json={"autopilot": {"enabled": False}, "paused": True}, headers=h
+            )
 
 
 async def test_priority_lane_invitations_through_the_gateway(stack: Stack) -> None:

@@ -29,7 +29,7 @@ from ..forms import FormTooLarge, read_form
 from ..invitations import Invitations
 from ..limits import FailureLimiter
 from ..pages import Pages
-from . import live
+from . import autopilot, live
 from .audit import AuditLog, as_csv
 from .auth import SESSION_COOKIE, OpsAuth, Session, csrf_ok
 from .controls import Autopilot, Changes, parse_changes
@@ -324,6 +324,8 @@ class OpsViews:
     async def apply(self, room: str, changes: Changes, who: str) -> None:
         before = await self.store.state(room)
         await self.store.configure(room, **changes.store_kwargs())
+        if autopilot.base_outdated(Autopilot.from_json(before.get("autopilot")), changes):
+            await autopilot.forget_base(self.store, room)
         after = await self.store.state(room)
         diff = {}
         for setting, field in STATE_FIELDS.items():
