@@ -9,15 +9,16 @@ import contextlib
 import csv
 import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
 from gateway.ops.audit import AuditLog
-from gateway.ops.auth import hash_password
+from gateway.ops.auth import OpsAuth, hash_password
 from gateway.proxy_stats import window_of
 from helpers import Stack, gateway_stack
 from queue_core.keys import audit_key
@@ -48,6 +49,14 @@ rate_per_minute = 0
 paths = ["/steer"]
 rate_per_minute = 0
 lanes = { over80 = 0.5 }
+
+[rooms.forms]
+paths = ["/forms"]
+rate_per_minute = 0
+
+[rooms.resume]
+paths = ["/resume"]
+rate_per_minute = 600
 """
 
 
@@ -135,7 +144,9 @@ async def test_changes_need_the_csrf_token(stack: Stack, store: LineStore) -> No
         )
         assert r.status_code == 403
         r = await c.post("/_waitroom/ops/rooms/main", data={"paused": "1"})
-        assert r.status_code == 403
+        # A person at a form gets a page saying what happened, not a JSON error.
+        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html")
+        assert "Nothing was changed" in r.text and "Reload the dashboard" in r.text
         assert (await store.state("main")).get("paused") == before.get("paused")
 
 
@@ -206,6 +217,181 @@ async def test_controls_through_the_form(stack: Stack, store: LineStore) -> None
         r = await c.post("/_waitroom/ops/rooms/main", data={"csrf": csrf, "rate_per_minute": "0"})
         assert r.status_code == 400 and "Nothing was changed" in r.text
         assert float((await store.state("main"))["rate"]) == 12.5
+
+
+async def test_an_expired_session_asks_to_log_in_again_and_changes_nothing(
+    stack: Stack, store: LineStore
+) -> None:
+    # A session signed nine hours ago with the gateway's own secret: genuine, but over 8 h old.
+    nine_hours_ago = OpsAuth({"alice": ""}, [stack.secret], clock=lambda: time.time() - 9 * 3600)
+    old = {"wr_ops": nine_hours_ago.issue("alice")}
+    csrf = "does-not-matter"
+    before = await store.state("quiet")
+    async with httpx.AsyncClient(base_url=stack.url, cookies=old) as c:
+        r = await c.get("/_waitroom/ops/api/rooms")
+        assert (r.status_code, r.json()["error"]) == (401, "session_expired")
+        r = await c.post(
+            "/_waitroom/ops/api/rooms/quiet/settings",
+            json={"closed": True},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert r.status_code == 401
+        r = await c.post("/_waitroom/ops/rooms/quiet", data={"csrf": csrf, "closed": "1"})
+        assert r.status_code == 303
+        assert r.headers["location"] == "/_waitroom/ops/login?expired=1"
+        login = await c.get(r.headers["location"])
+        assert login.status_code == 200
+        assert "Your session has expired, so nothing was changed" in login.text
+    assert (await store.state("quiet")).get("closed") == before.get("closed")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 5) -> None:
+    """Until `check()` holds: the gateway's view of a room follows Redis within a tick."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        assert time.monotonic() < deadline, f"{what}: the change did not show"
+        await asyncio.sleep(0.05)
+
+
+def form_cases() -> list[tuple[str, dict[str, str], str]]:
+    opening = (datetime.now(UTC) + timedelta(hours=2)).isoformat(timespec="minutes")
+    pilot = {
+        "autopilot.target_p95_ms": "900",
+        "autopilot.max_error_rate": "0.05",
+        "autopilot.min_rate": "2",
+        "autopilot.max_rate": "100",
+    }
+    return [
+        ("rate", {"rate_per_minute": "12.5"}, "rate_per_minute"),
+        ("active limit", {"max_active": "3"}, "max_active"),
+        ("pause", {"paused": "1"}, "paused"),
+        ("resume", {"paused": "0"}, "paused"),
+        ("close", {"closed": "1"}, "closed"),
+        ("open", {"closed": "0"}, "closed"),
+        ("sold out", {"sold_out": "1"}, "sold_out"),
+        ("not sold out", {"sold_out": "0"}, "sold_out"),
+        ("opening", {"opens_at": opening}, "opens_at_us"),
+        ("no opening", {"opens_at": ""}, "opens_at_us"),
+        ("banner", {"banner_en": "New dates on Monday", "banner_cs": "Nové termíny"}, "banner"),
+        ("no banner", {"banner_en": "", "banner_cs": ""}, "banner"),  # emptied fields clear it
+        ("autopilot on", {"autopilot.enabled": "1", **pilot}, "autopilot"),
+        ("autopilot off", pilot, "autopilot"),  # an unticked box sends nothing
+    ]
+
+
+async def test_every_control_works_through_the_form(stack: Stack, store: LineStore) -> None:
+    """Each form of the dashboard, as ops use it, and what a visitor or ops then see."""
+    room, status_url = "forms", "/_waitroom/api/rooms/forms/status"
+    # The state each step changes away from; the autopilot only ever runs on a paused room.
+    await store.configure(room, paused=True, max_active=0, banner={}, autopilot={})
+    await store.configure(room, paused=False)
+    async with (
+        logged_in(stack) as (c, _),
+        httpx.AsyncClient(base_url=stack.url) as waiting,
+    ):
+        page = await c.get("/_waitroom/ops/")
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        await waiting.get("/forms")  # rate 0: this visitor waits throughout
+
+        async def status() -> dict[str, Any]:
+            body: dict[str, Any] = (await waiting.get(status_url)).json()
+            return body
+
+        async def newcomer_sees(text: str) -> bool:
+            async with httpx.AsyncClient(base_url=stack.url) as newcomer:
+                return text in (await newcomer.get("/forms")).text
+
+        async def figures() -> dict[str, Any]:
+            body: dict[str, Any] = (await c.get(f"/_waitroom/ops/api/rooms/{room}")).json()
+            return body
+
+        async def shows(name: str) -> bool:
+            f = await figures()
+            st = await status()
+            match name:
+                case "rate":
+                    return f["rate_set_per_minute"] == 12.5
+                case "active limit":
+                    return f["settings"]["max_active"] == 3
+                case "pause":
+                    return bool(st["state"] == "paused")
+                case "resume":
+                    return bool(st["state"] == "waiting")
+                case "close":
+                    return await newcomer_sees("This waiting room is closed")
+                case "open":
+                    return await newcomer_sees("You are in the line")
+                case "sold out":
+                    page = (await waiting.get("/forms")).text
+                    return bool(st["sold_out"]) and "All dates are booked" in page
+                case "not sold out":
+                    return st["sold_out"] is False
+                case "opening":
+                    return await newcomer_sees("The booking opens at")
+                case "no opening":  # clearing a pending opening opens the room now
+                    return await newcomer_sees("You are in the line")
+                case "banner":
+                    en = (await waiting.get("/forms")).text
+                    cs = (await waiting.get("/forms", headers={"Accept-Language": "cs"})).text
+                    return "New dates on Monday" in en and "Nové termíny" in cs
+                case "no banner":
+                    return "New dates on Monday" not in (await waiting.get("/forms")).text
+                case "autopilot on":
+                    return (
+                        f["settings"]["autopilot"]
+                        == {
+                            "enabled": True,
+                            "target_p95_ms": 900,
+                            "max_error_rate": 0.05,
+                            "min_rate": 2,
+                            "max_rate": 100,
+                        }
+                        and "autopilot</span>" in (await c.get("/_waitroom/ops/")).text
+                    )
+                case "autopilot off":
+                    return f["settings"]["autopilot"]["enabled"] is False
+            raise AssertionError(name)
+
+        try:
+            for name, form, setting in form_cases():
+                if name == "autopilot on":
+                    await store.configure(room, paused=True)
+                r = await c.post(f"/_waitroom/ops/rooms/{room}", data={"csrf": csrf, **form})
+                assert r.status_code == 303, (name, r.text)
+                assert r.headers["location"] == f"/_waitroom/ops/#room-{room}"
+                await eventually(lambda name=name: shows(name), name)  # type: ignore[misc]
+                entry = (await c.get(f"/_waitroom/ops/api/audit?room={room}&limit=1")).json()
+                assert (entry["entries"][0]["who"], entry["entries"][0]["setting"]) == (
+                    "alice",
+                    setting,
+                ), name
+                if name == "rate":
+                    await store.configure(room, rate_per_minute=0)  # keep the visitor waiting
+        finally:
+            await store.configure(
+                room, rate_per_minute=0, paused=False, autopilot={}, banner={}, max_active=0
+            )
+
+
+async def test_admission_starts_again_after_a_resume(stack: Stack) -> None:
+    status_url = "/_waitroom/api/rooms/resume/status"
+    async with (
+        logged_in(stack) as (c, csrf),
+        httpx.AsyncClient(base_url=stack.url) as visitor,
+    ):
+        form = "/_waitroom/ops/rooms/resume"
+        assert (await c.post(form, data={"csrf": csrf, "paused": "1"})).status_code == 303
+        await asyncio.sleep(0.2)
+        await visitor.get("/resume")  # 600 a minute, but paused: they wait
+        await asyncio.sleep(1.0)  # ten slots' time
+        assert (await visitor.get(status_url)).json()["state"] == "paused"
+        assert (await c.post(form, data={"csrf": csrf, "paused": "0"})).status_code == 303
+        deadline = time.monotonic() + 5
+        while (state := (await visitor.get(status_url)).json()["state"]) != "admitted":
+            assert state == "waiting" or state == "paused", state
+            assert time.monotonic() < deadline, "nobody was admitted after the resume"
+            await asyncio.sleep(0.1)
+        assert (await visitor.get("/resume")).text == "booking page"  # through to the site
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,10 @@ STATE_FIELDS = {
     "autopilot": "autopilot",
 }
 Handler = Callable[[Request], Awaitable[Response]]
+CSRF_ADVICE = (
+    "The form did not carry this session's security token (it may come from an old page or "
+    "another site). Reload the dashboard and try again."
+)
 
 
 class OpsViews:
@@ -97,11 +101,16 @@ class OpsViews:
         async def guarded(request: Request) -> Response:
             if not self.reachable(request) or not self.auth.enabled:
                 return JSONResponse({"error": "not_found"}, status_code=404)
-            session = self.auth.session(request.cookies.get(SESSION_COOKIE))
+            cookie = request.cookies.get(SESSION_COOKIE)
+            session = self.auth.session(cookie)
             if session is None:
+                expired = self.auth.expired(cookie)
+                if api and expired:
+                    return error(401, "session_expired", "The session expired: log in again.")
                 if api:
                     return error(401, "login_required", "Log in first: POST /_waitroom/ops/login")
-                return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=NO_STORE)
+                login = f"{PREFIX}/login?expired=1" if expired else f"{PREFIX}/login"
+                return RedirectResponse(login, status_code=303, headers=NO_STORE)
             if change and api and not csrf_ok(session, request.headers.get("x-csrf-token")):
                 return error(403, "csrf", "Missing or wrong X-CSRF-Token header.")
             return await handler(request, session)
@@ -113,7 +122,9 @@ class OpsViews:
     async def login_page(self, request: Request) -> Response:
         if not self.reachable(request) or not self.auth.enabled:
             return JSONResponse({"error": "not_found"}, status_code=404)
-        return self.render(request, "ops/login.html", {})
+        return self.render(
+            request, "ops/login.html", {"expired": request.query_params.get("expired") == "1"}
+        )
 
     async def login(self, request: Request) -> Response:
         if not self.reachable(request) or not self.auth.enabled:
@@ -182,7 +193,7 @@ class OpsViews:
         except FormTooLarge:
             form = {}
         if not csrf_ok(session, form.get("csrf") or request.headers.get("x-csrf-token")):
-            return error(403, "csrf", "Missing or wrong CSRF token.")
+            return self.error_page(request, 403, "Not logged out", CSRF_ADVICE)
         response = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=NO_STORE)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
@@ -203,7 +214,9 @@ class OpsViews:
             figures = {name: await live.load(self.store, name) for name in self.rooms}
             audit = await self.audit.recent(30)
         except RedisError:
-            return error(503, "unavailable", "Redis is unreachable; the dashboard will be back.")
+            return self.error_page(
+                request, 503, "Redis is unreachable", "The dashboard will be back when it is."
+            )
         return self.render(
             request,
             "ops/dashboard.html",
@@ -291,13 +304,14 @@ class OpsViews:
     async def form_settings(self, request: Request, session: Session) -> Response:
         room = self.rooms.get(request.path_params["room"])
         if room is None:
-            return error(404, "unknown_room", "No such room.")
+            return self.error_page(request, 404, "No such room", "Nothing was changed.")
         try:
-            form = await read_form(request)
+            # An emptied field means "clear it" (the opening, a banner), so blanks are kept.
+            form = await read_form(request, keep_blank=True)
         except FormTooLarge:
-            return error(413, "too_large", "Form too large.")
+            return self.error_page(request, 413, "Form too large", "Nothing was changed.")
         if not csrf_ok(session, form.pop("csrf", None)):
-            return error(403, "csrf", "Missing or wrong CSRF token; reload the dashboard.")
+            return self.error_page(request, 403, "Nothing was changed", CSRF_ADVICE)
         data: dict[str, Any] = {k: v for k, v in form.items() if not k.startswith("autopilot.")}
         pilot = {k.split(".", 1)[1]: v for k, v in form.items() if k.startswith("autopilot.")}
         if pilot:
@@ -309,7 +323,9 @@ class OpsViews:
                 return await self.dashboard_page(request, session, {room.name: changes.errors}, 400)
             await self.apply(room.name, changes, session.user)
         except RedisError:
-            return error(503, "unavailable", "Redis is unreachable; nothing was changed.")
+            return self.error_page(
+                request, 503, "Nothing was changed", "Redis is unreachable; try again shortly."
+            )
         return RedirectResponse(f"{PREFIX}/#room-{room.name}", status_code=303, headers=NO_STORE)
 
     async def parse(self, room: str, data: Mapping[str, Any]) -> Changes:
@@ -451,6 +467,10 @@ class OpsViews:
             request, template, dict(context), status_code=status_code, headers=headers, lang="en"
         )
         return response
+
+    def error_page(self, request: Request, status: int, title: str, detail: str) -> Response:
+        """For the forms: a page a person can read and go back from, not a JSON error."""
+        return self.render(request, "ops/error.html", {"title": title, "detail": detail}, status)
 
     def routes(self) -> list[BaseRoute]:
         g = self.guard
