@@ -104,6 +104,8 @@ def summarize(
             "paused": paused,
             "closed": state.get("closed") == "1",
             "sold_out": state.get("sold_out") == "1",
+            # "backend" when the booking site's signal set it, "ops" when set by hand.
+            "sold_out_by": state.get("sold_out_by") or None,
             "max_active": int(num("max_active")),
             "opens_at_us": int(num("opens_at")),
             "opened": state.get("opened") == "1",
