@@ -139,6 +139,7 @@ def create_app(
         allow=settings.ops_allow,
         invitations=invitations,
         cookie_secure=settings.cookie_secure,
+        lane_views=keeper.lane_views,
     )
     autopilot = AutopilotRunner(
         keeper.store, audit, list(settings.rooms), period=settings.autopilot_seconds

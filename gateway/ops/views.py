@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from queue_core.keys import login_key
+from queue_core.line_view import LineView
 from queue_core.rooms import RoomConfig
 from queue_core.store import LineStore
 
@@ -67,8 +68,12 @@ class OpsViews:
         allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
         cookie_secure: str = "auto",
         invitations: Invitations | None = None,
+        lane_views: Mapping[str, Mapping[str, LineView]] | None = None,
     ) -> None:
         self.invitations = invitations
+        # This gateway's views of each room's lanes: their measured outflow is what visitors'
+        # estimates come from, so the dashboard's estimate does too.
+        self.lane_views = lane_views or {}
         self.login_limiter = FailureLimiter(store.redis, LOGIN_LIMIT, LOGIN_WINDOW)
         self.auth = auth
         self.store = store
@@ -211,7 +216,7 @@ class OpsViews:
         status_code: int = 200,
     ) -> Response:
         try:
-            figures = {name: await live.load(self.store, name) for name in self.rooms}
+            figures = {name: await self.figures(name) for name in self.rooms}
             audit = await self.audit.recent(30)
         except RedisError:
             return self.error_page(
@@ -234,11 +239,16 @@ class OpsViews:
     async def api_rooms(self, request: Request, session: Session) -> Response:
         try:
             return JSONResponse(
-                {"rooms": [await live.load(self.store, name) for name in self.rooms]},
+                {"rooms": [await self.figures(name) for name in self.rooms]},
                 headers=NO_STORE,
             )
         except RedisError:
             return error(503, "unavailable", "Redis is unreachable.")
+
+    async def figures(self, room: str, with_series: bool = False) -> dict[str, Any]:
+        return await live.load(
+            self.store, room, with_series=with_series, views=self.lane_views.get(room)
+        )
 
     async def api_room(self, request: Request, session: Session) -> Response:
         """
@@ -255,8 +265,8 @@ class OpsViews:
         if room is None:
             return error(404, "unknown_room", "No such room.")
         try:
-            figures = await live.load(
-                self.store, room.name, with_series=request.query_params.get("series") == "1"
+            figures = await self.figures(
+                room.name, with_series=request.query_params.get("series") == "1"
             )
         except RedisError:
             return error(503, "unavailable", "Redis is unreachable.")
@@ -297,7 +307,7 @@ class OpsViews:
             if changes.errors:
                 return JSONResponse({"error": "invalid", "errors": changes.errors}, status_code=400)
             await self.apply(room.name, changes, session.user)
-            return JSONResponse(await live.load(self.store, room.name), headers=NO_STORE)
+            return JSONResponse(await self.figures(room.name), headers=NO_STORE)
         except RedisError:
             return error(503, "unavailable", "Redis is unreachable; nothing was changed.")
 
