@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -621,6 +622,49 @@ async def test_autopilot_starts_from_the_rate_ops_set_and_sees_every_lane(
             await c.post(
                 settings, json={"autopilot": {"enabled": False}, "paused": True}, headers=h
             )
+
+
+async def test_dashboard_shows_an_hour_of_the_site_the_lanes_and_the_opening(
+    stack: Stack, store: LineStore
+) -> None:
+    now = time.time()
+    # The booking site had trouble 50 minutes ago: 4 of 8 requests failed, slowly.
+    await store.record_proxy("forms", window_of(now - 3000), {"n": 8, "e": 4, "b6": 4, "b9": 4})
+    await store.record_proxy("forms", window_of(now), {"n": 2, "b3": 2})
+    async with logged_in(stack) as (c, csrf):
+        backend = (await c.get("/_waitroom/ops/api/rooms/forms?series=1")).json()["series"][
+            "backend"
+        ]
+        assert len(backend["t"]) == 120  # a point per 30 s
+        assert backend["t"][-1] - backend["t"][0] >= 3500_000
+        assert set(backend) == {"t", "p50_ms", "p95_ms", "error_rate"}
+        assert 0.5 in backend["error_rate"] and 5000 in backend["p95_ms"]
+        assert 500 in backend["p50_ms"] and backend["error_rate"][-1] == 0
+
+        opening = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+        r = await c.post(
+            "/_waitroom/ops/api/rooms/forms/settings",
+            json={"opens_at": opening.isoformat()},
+            headers={"X-CSRF-Token": csrf},
+        )
+        try:
+            assert r.json()["scheduled_opening"] == opening.isoformat()
+            page = (await c.get("/_waitroom/ops/")).text
+        finally:
+            await c.post(
+                "/_waitroom/ops/api/rooms/forms/settings",
+                json={"opens_at": ""},
+                headers={"X-CSRF-Token": csrf},
+            )
+        forms = page.split('id="room-forms"', 1)[1].split("</section>", 1)[0]
+        assert f'data-k="scheduled_opening" data-none="none">{opening.isoformat()}<' in forms
+        lanes = page.split('id="room-lanes"', 1)[1].split("</section>", 1)[0]
+        assert "Waiting per lane" in lanes and 'data-k="lanes.over80.waiting"' in lanes
+        assert "Waiting per lane" not in forms
+        for chart in ("backend.p50_ms,backend.p95_ms", "backend.error_rate"):
+            assert f'data-series="{chart}"' in forms
+        # Light: nothing fetched from anywhere else.
+        assert not re.search(r'(?:src|href)="(?:https?:)?//', page)
 
 
 async def test_priority_lane_invitations_through_the_gateway(stack: Stack) -> None:

@@ -12,9 +12,11 @@ from queue_core.snapshot import Sample
 from queue_core.store import LineStore
 
 from ..proxy_stats import TOP_MS, WINDOW_SECONDS, beyond_top, merge, percentile_ms, window_of
+from ..status import as_iso
 from .forecast import Lane, clears_in, new_arrival_wait
 
 MINUTE_US = 60_000_000
+WINDOWS_PER_POINT = 6  # the booking site's charts: one point per 30 s
 
 
 def per_minute(now: Mapping[str, float], then: Sample | None, field: str, now_us: int) -> float:
@@ -110,6 +112,8 @@ def summarize(
             None if estimate is None else [round(estimate.low), round(estimate.high)]
         ),
         "line_clears_in_seconds": None if clear is None else round(clear),
+        # A scheduled opening still to come (ISO 8601, UTC), else None.
+        "scheduled_opening": as_iso(opens_at_us) if scheduled else None,
         # Times Redis lost this room's data and the line was restored from tickets.
         "recoveries": int(num("recoveries")),
         "recovered_at_us": int(num("recovered_at")),
@@ -163,11 +167,17 @@ def series(
             round((cur.admitted_total - prev.admitted_total) / dt, 2)
         )
         points["rate_set_per_minute"].append(cur.rate_per_minute)
-    latency = {
-        "t": [w * WINDOW_SECONDS * 1000 for w, _ in proxy],
-        "p95_ms": [percentile_ms(c, 0.95) for _, c in proxy],
-        "error_rate": [round(c.get("e", 0) / c["n"], 4) if c.get("n") else None for _, c in proxy],
-    }
+    latency: dict[str, list[Any]] = {k: [] for k in ("t", "p50_ms", "p95_ms", "error_rate")}
+    # Points of a few windows each, newest last: an hour of 5 s windows is too fine to draw.
+    first = len(proxy) % WINDOWS_PER_POINT
+    for i in range(first, len(proxy), WINDOWS_PER_POINT):
+        group = proxy[i : i + WINDOWS_PER_POINT]
+        counts = merge([dict(c) for _, c in group])
+        n = counts.get("n", 0)
+        latency["t"].append((group[-1][0] + 1) * WINDOW_SECONDS * 1000)
+        latency["p50_ms"].append(percentile_ms(counts, 0.5))
+        latency["p95_ms"].append(percentile_ms(counts, 0.95))
+        latency["error_rate"].append(round(counts.get("e", 0) / n, 4) if n else None)
     return {"line": points, "backend": latency}
 
 
@@ -211,7 +221,8 @@ async def load(
         )
     history = await store.history(room, 360 if with_series else 8)
     per_minute_windows = 60 // WINDOW_SECONDS
-    count = 10 * per_minute_windows if with_series else per_minute_windows
+    # The charts cover the last hour, as the history does (the counts are kept 3,700 s).
+    count = 3600 // WINDOW_SECONDS if with_series else per_minute_windows
     windows = [window_of(now_us / 1e6) - i for i in range(count)][::-1]
     proxy = await store.proxy_windows(room, windows)
     last_minute = merge(proxy[-per_minute_windows:])
