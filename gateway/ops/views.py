@@ -281,7 +281,8 @@ class OpsViews:
           JSON object with any of rate_per_minute (> 0), max_active (0 = no limit), paused,
           closed, sold_out, opens_at (ISO 8601 with a zone, in the future; "" clears),
           banner ({language: text}), autopilot ({enabled, target_p95_ms, max_error_rate,
-          min_rate, max_rate}) and why. Needs the X-CSRF-Token header.
+          min_rate, max_rate}; fields left out keep their stored values) and why. Needs the
+          X-CSRF-Token header.
         parameters:
           - {name: room, in: path, required: true, schema: {type: string}}
           - {name: X-CSRF-Token, in: header, required: true, schema: {type: string}}
