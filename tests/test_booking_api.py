@@ -26,6 +26,9 @@ PRAHA = "praha-vystaviste"
 BRNO = "brno-exhibition-centre"
 DAY = FIRST_DAY.isoformat()
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# Under the 16 KB body cap, but far deeper than the JSON parser will recurse.
+DEEP_LISTS = b"[" * 5000 + b"]" * 5000
+DEEP_OBJECTS = b'{"a":' * 2500 + b"1" + b"}" * 2500
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +116,8 @@ def test_malformed_phone_numbers_get_a_clear_400(
         (b"\xff\xfe", "application/json", 400, "invalid_json"),
         (b"phone=%2B420601123456", "application/x-www-form-urlencoded", 415, None),
         (b'{"phone": "' + b"1" * 20_000 + b'"}', "application/json", 413, "body_too_large"),
+        (DEEP_LISTS, "application/json", 400, "invalid_json"),
+        (DEEP_OBJECTS, "application/json", 400, "invalid_json"),
     ],
 )
 def test_unreadable_bodies_get_a_clear_4xx(
@@ -121,6 +126,27 @@ def test_unreadable_bodies_get_a_clear_4xx(
     response = client.post("/book/api/pin", content=content, headers={"content-type": content_type})
     assert response.status_code == status
     assert error_of(response) == (code or "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/book/api/pin",
+        "/book/api/pin/verify",
+        "/book/api/bookings",
+        "/book/api/registrations",
+        "/_backend/admin/release",
+        "/_backend/admin/sms-rate",
+    ],
+)
+def test_deeply_nested_json_is_refused_by_every_endpoint_with_a_body(
+    client: httpx.Client, path: str
+) -> None:
+    for body in (DEEP_LISTS, DEEP_OBJECTS):
+        response = client.post(
+            path, content=body, headers={"content-type": "application/json", **ADMIN}
+        )
+        assert (response.status_code, error_of(response)) == (400, "invalid_json"), path
 
 
 def test_checking_a_pin_before_asking_for_one(client: httpx.Client) -> None:
