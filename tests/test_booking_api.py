@@ -469,7 +469,36 @@ def test_release_refuses_bad_requests(
 
 
 def test_sms_rate_refuses_bad_requests(client: httpx.Client) -> None:
-    for body in [{}, {"per_second": 0}, {"per_second": "200"}, {"per_second": True}]:
+    for body in [
+        {},
+        {"per_second": 0},
+        {"per_second": "200"},
+        {"per_second": True},
+        {"per_second": 1e-300},  # accepted once, then every PIN request was a 500
+        {"per_second": 0.009},
+        {"per_second": 100_001},
+        {"per_second": 10**400},
+    ]:
         response = client.post("/_backend/admin/sms-rate", json=body, headers=ADMIN)
         assert (response.status_code, error_of(response)) == (400, "invalid_rate"), body
+        assert "0.01 <= n <= 100000" in response.json()["detail"]
     assert client.post("/_backend/admin/sms-rate", json={"per_second": 5}).status_code == 401
+    # Nothing changed: PINs still go out at once.
+    phone = new_phone()
+    assert client.post("/book/api/pin", json={"phone": phone}).status_code == 202
+    wait_for_pin(client, phone, timeout_s=1)
+
+
+def test_sms_rate_accepts_the_bounds(client: httpx.Client) -> None:
+    try:
+        for rate in (0.01, 100_000):
+            response = client.post(
+                "/_backend/admin/sms-rate", json={"per_second": rate}, headers=ADMIN
+            )
+            assert (response.status_code, response.json()["per_second"]) == (200, rate)
+            # The slowest operator: the PIN is 100 s away, and the reply says when.
+            sent = client.post("/book/api/pin", json={"phone": new_phone()})
+            assert sent.status_code == 202
+            assert sent.json()["sms_expected_at"] is not None
+    finally:
+        client.post("/_backend/admin/sms-rate", json={"per_second": 10_000}, headers=ADMIN)

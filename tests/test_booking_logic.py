@@ -21,6 +21,7 @@ from booking_backend.pins import (
     may_send_new_pin,
     read_pin,
 )
+from booking_backend.rendering import clock_time, iso_time
 from booking_backend.settings import BackendSettings, Centre, slugify
 from booking_backend.sms import SmsGateway, next_delivery
 
@@ -266,6 +267,24 @@ def test_latency_window_forgets_old_samples() -> None:
     assert window.percentiles(now=200.0) == {"p50": None, "p95": None, "p99": None}
 
 
+# --- times in replies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "iso", "clock"),
+    [
+        (1610697600.0, "2021-01-15T08:00:00.000+00:00", "08:00:00 UTC"),
+        (1610697600.1234, "2021-01-15T08:00:00.123+00:00", "08:00:00 UTC"),
+        # Beyond what datetime holds (an SMS behind a very slow operator): clamped, no crash.
+        (1e300, "9999-12-31T23:59:59.999+00:00", "23:59:59 UTC"),
+        (math.inf, "9999-12-31T23:59:59.999+00:00", "23:59:59 UTC"),
+        (-1e300, "0001-01-01T00:00:00.000+00:00", "00:00:00 UTC"),
+    ],
+)
+def test_times_are_shown_in_utc_and_never_overflow(timestamp: float, iso: str, clock: str) -> None:
+    assert (iso_time(timestamp), clock_time(timestamp)) == (iso, clock)
+
+
 # --- slot times and days -------------------------------------------------------------------
 
 
@@ -361,6 +380,10 @@ def test_a_number_of_centres_uses_the_built_in_names() -> None:
         ("BACKEND_SLOTS_PER_DAY", "many"),
         ("BACKEND_FIRST_DAY", "15.1.2021"),
         ("BACKEND_SMS_PER_SECOND", "0"),
+        ("BACKEND_SMS_PER_SECOND", "1e-300"),  # the next SMS would be due after year 9999
+        ("BACKEND_SMS_PER_SECOND", "0.009"),
+        ("BACKEND_SMS_PER_SECOND", "100001"),
+        ("BACKEND_SMS_PER_SECOND", "nan"),
         ("BACKEND_PIN_TTL_S", "-1"),
         ("BACKEND_PIN_ATTEMPTS", "0"),
         ("BACKEND_SIM_INBOX", "maybe"),
