@@ -4,7 +4,7 @@ can go wrong, and the sold-out signal. PINs come from the simulation inbox."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -25,6 +25,9 @@ FIRST_DAY = date(2021, 1, 15)
 PRAHA = "praha-vystaviste"
 BRNO = "brno-exhibition-centre"
 DAY = FIRST_DAY.isoformat()
+# Releases are for today (UTC) up to a year ahead, whatever day the inventory starts on.
+TODAY = datetime.now(UTC).date()
+RELEASE_DAY = (TODAY + timedelta(days=5)).isoformat()
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Under the 16 KB body cap, but far deeper than the JSON parser will recurse.
 DEEP_LISTS = b"[" * 5000 + b"]" * 5000
@@ -419,13 +422,13 @@ def test_sell_out_register_without_a_date_then_a_new_delivery(tiny: str) -> None
         # Ops release a new delivery: the registrant books and keeps the reference.
         released = cleo.post(
             "/_backend/admin/release",
-            json={"centre": PRAHA, "day": "2021-01-20", "slots": 3},
+            json={"centre": PRAHA, "day": RELEASE_DAY, "slots": 3},
             headers=ADMIN,
         )
         assert released.status_code == 200
         assert released.json()["day_slots_left"] == 3 and released.json()["sold_out"] is False
         assert released.headers["X-Booking-Sold-Out"] == "0"
-        booked = cleo.post("/book/api/bookings", json={"centre": PRAHA, "day": "2021-01-20"})
+        booked = cleo.post("/book/api/bookings", json={"centre": PRAHA, "day": RELEASE_DAY})
         assert booked.status_code == 201
         assert booked.json()["booking"]["reference"] == registration["reference"]
         assert booked.json()["booking"]["status"] == "booked"
@@ -442,14 +445,30 @@ def test_sell_out_register_without_a_date_then_a_new_delivery(tiny: str) -> None
 @pytest.mark.parametrize(
     ("headers", "body", "status", "code"),
     [
-        ({}, {"centre": PRAHA, "day": DAY, "slots": 1}, 401, "unauthorized"),
-        ({"Authorization": "Bearer wrong"}, {"centre": PRAHA, "day": DAY, "slots": 1}, 401, None),
+        ({}, {"centre": PRAHA, "day": RELEASE_DAY, "slots": 1}, 401, "unauthorized"),
+        (
+            {"Authorization": "Bearer x"},
+            {"centre": PRAHA, "day": RELEASE_DAY, "slots": 1},
+            401,
+            None,
+        ),
         ({"Authorization": ADMIN_TOKEN}, {"centre": PRAHA, "day": DAY, "slots": 1}, 401, None),
-        (ADMIN, {"centre": "mars", "day": DAY, "slots": 1}, 404, "unknown_centre"),
+        (ADMIN, {"centre": "mars", "day": RELEASE_DAY, "slots": 1}, 404, "unknown_centre"),
         (ADMIN, {"centre": PRAHA, "day": "soon", "slots": 1}, 400, "invalid_day"),
-        (ADMIN, {"centre": PRAHA, "day": DAY, "slots": 0}, 400, "invalid_release"),
-        (ADMIN, {"centre": PRAHA, "day": DAY, "slots": "5"}, 400, "invalid_release"),
-        (ADMIN, {"centre": PRAHA, "day": DAY, "slots": 10_001}, 400, "invalid_release"),
+        (ADMIN, {"centre": PRAHA, "day": RELEASE_DAY, "slots": 0}, 400, "invalid_release"),
+        (ADMIN, {"centre": PRAHA, "day": RELEASE_DAY, "slots": "5"}, 400, "invalid_release"),
+        (ADMIN, {"centre": PRAHA, "day": RELEASE_DAY, "slots": 10_001}, 400, "invalid_release"),
+        # A day that is over, or absurdly far ahead, is a typo rather than a delivery.
+        *(
+            (ADMIN, {"centre": PRAHA, "day": day, "slots": 1}, 400, "release_day_out_of_range")
+            for day in [
+                "1999-01-01",
+                "9999-12-31",
+                DAY,  # the first day of the inventory, long gone
+                (TODAY - timedelta(days=1)).isoformat(),
+                (TODAY + timedelta(days=367)).isoformat(),
+            ]
+        ),
     ],
 )
 def test_release_refuses_bad_requests(
@@ -466,6 +485,15 @@ def test_release_refuses_bad_requests(
     if status == 401:
         assert response.headers["WWW-Authenticate"] == "Bearer"
     assert client.get("/_backend/sold-out").json()["slots_left"] == before
+
+
+def test_release_accepts_today_to_a_year_ahead(client: httpx.Client) -> None:
+    for day in (TODAY, TODAY + timedelta(days=366)):
+        body = {"centre": BRNO, "day": day.isoformat(), "slots": 1}
+        response = client.post("/_backend/admin/release", json=body, headers=ADMIN)
+        assert (response.status_code, response.json()["day_slots_left"]) == (200, 1), day
+        days = client.get("/book/api/availability").json()["centres"][1]["days"]
+        assert {"day": day.isoformat(), "slots_left": 1} in days
 
 
 def test_sms_rate_refuses_bad_requests(client: httpx.Client) -> None:
