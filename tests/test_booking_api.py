@@ -200,6 +200,29 @@ def test_a_pin_works_once(base_url: str) -> None:
         assert (replay.status_code, error_of(replay)) == (409, "pin_used")
 
 
+def test_a_pin_superseded_by_a_newer_one(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ana asks on her phone, then again on her laptop once a new PIN may be sent (here at
+    once): the phone's session now waits for a PIN that no longer exists."""
+    db = tmp_path_factory.mktemp("superseded") / "booking.sqlite3"
+    env = backend_env(db, BACKEND_PIN_RESEND_S="0")
+    phone = new_phone()
+    with run_server(BOOKING_APP, env=env) as url, visitor(url) as mobile, visitor(url) as laptop:
+        mobile.post("/book/api/pin", json={"phone": phone})
+        first = wait_for_pin(mobile, phone)
+        assert laptop.post("/book/api/pin", json={"phone": phone}).json()["new_pin_sent"]
+        latest = wait_for_pin(laptop, phone, count=2)
+
+        # Neither PIN fits the phone's older request; as many tries as a PIN allows.
+        for pin in (first, latest, first):
+            stale = mobile.post("/book/api/pin/verify", json={"pin": pin})
+            assert (stale.status_code, error_of(stale)) == (409, "pin_superseded")
+            assert "A newer PIN was sent" in stale.json()["detail"]
+        assert mobile.get("/book/api/booking").status_code == 401
+        # Superseded is not a wrong guess: the latest PIN is not locked by those three.
+        checked = laptop.post("/book/api/pin/verify", json={"pin": latest})
+        assert checked.status_code == 200 and checked.json()["phone"] == phone
+
+
 # --- choosing and booking ----------------------------------------------------------------
 
 

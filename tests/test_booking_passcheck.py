@@ -92,6 +92,44 @@ def test_a_valid_pass_gets_through(base_url: str, secret: str) -> None:
         assert asked.status_code == 202
 
 
+def test_a_pass_in_the_gateways_header_gets_through(base_url: str) -> None:
+    """A visitor let straight through has the pass only in the gateway's Set-Cookie, so the
+    gateway hands it over in X-Waitroom-Pass: no cookie at all reaches the site."""
+    headers = {"X-Waitroom-Pass": a_pass(), "X-Waitroom-Visitor": VISITOR}
+    page = get(base_url, "/book", None, headers=headers)
+    assert page.status_code == 200
+    assert f"Visitor: {VISITOR}" in page.text
+    with visitor(base_url, headers=headers) as client:
+        asked = client.post("/book/api/pin", json={"phone": "+420 601 555 001"})
+        assert asked.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("case", "header", "cookie"),
+    [
+        ("forged header", good_pass_signed_then_tampered(), None),
+        ("expired header", a_pass(expires_in=-1), None),
+        ("header for another room", a_pass(room="other"), None),
+        # The header is the gateway's word: a bad one is not rescued by a good cookie.
+        ("bad header, good cookie", "not-a-pass", a_pass()),
+    ],
+)
+def test_a_bad_pass_in_the_header_is_refused(
+    base_url: str, case: str, header: str, cookie: str | None
+) -> None:
+    headers = {"X-Waitroom-Pass": header, "X-Waitroom-Visitor": VISITOR}
+    response = get(base_url, "/book/api/availability", cookie, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (403, "no_admission_pass"), case
+
+
+def test_an_empty_pass_header_falls_back_to_the_cookie(base_url: str) -> None:
+    # The gateway sends the header empty when it has no fresh pass and the visitor's
+    # browser sent the cookie, which then travels along as usual.
+    headers = {"X-Waitroom-Pass": "", "X-Waitroom-Visitor": VISITOR}
+    assert get(base_url, "/book", a_pass(), headers=headers).status_code == 200
+    assert get(base_url, "/book", None, headers=headers).status_code == 403
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [
