@@ -49,8 +49,8 @@ class BookingFlow:
         self.sms = sms
         self.clock = clock
         # Cached for the sold-out header on every reply, which must not touch the disk;
-        # refreshed after every write. Exact for one process (how the site runs); with
-        # several, each one catches up on its own next write or health check.
+        # refreshed after every write. Exact because the site is one process
+        # (single_process), so every write goes through here.
         self.slots_left = 0
 
     @property
