@@ -8,11 +8,15 @@ import asyncio
 import hashlib
 import math
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,13 +28,15 @@ from starlette.routing import Route
 from test_booking_support import BOOKING_APP
 
 from booking_backend import inventory
+from booking_backend.__main__ import parse_args
 from booking_backend.app import create_app
 from booking_backend.capacity import retry_after_s, service_time_ms
 from booking_backend.database import Database
 from booking_backend.headers import SoldOutHeaderMiddleware
 from booking_backend.last_resort import LastResortMiddleware
 from booking_backend.settings import BackendSettings, numbered_centres
-from helpers import run_server
+from gateway.settings import Settings as GatewaySettings
+from helpers import REPO_ROOT, run_server
 
 # No artificial latency: page tests check content, not timing. Inbox and admin stay off.
 FAST_ENV = {
@@ -152,6 +158,21 @@ def test_settings_read_from_env() -> None:
 def test_settings_reject_bad_env_values_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         BackendSettings.from_env({name: value})
+
+
+def test_python_m_booking_backend_listens_where_the_gateway_looks() -> None:
+    gateway_default = next(f.default for f in fields(GatewaySettings) if f.name == "backend_url")
+    assert isinstance(gateway_default, str)
+    assert parse_args([]).port == urlsplit(gateway_default).port == 8001
+    shown = subprocess.run(
+        [sys.executable, "-m", "booking_backend", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "default 8001" in shown
 
 
 # --- pages and headers -------------------------------------------------------------------
