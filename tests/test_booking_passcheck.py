@@ -75,8 +75,10 @@ def test_requests_without_a_valid_pass_are_refused(
     assert "waiting room" in api.json()["detail"]
 
 
-def test_a_pass_of_another_visitor_is_refused(base_url: str) -> None:
-    response = get(base_url, "/book", a_pass(), headers={"X-Waitroom-Visitor": "someone-else"})
+@pytest.mark.parametrize("path", ["/book", "/"])
+@pytest.mark.parametrize("named", ["someone-else", ""])
+def test_a_pass_of_another_visitor_is_refused(base_url: str, path: str, named: str) -> None:
+    response = get(base_url, path, a_pass(), headers={"X-Waitroom-Visitor": named})
     assert response.status_code == 403
 
 
@@ -86,10 +88,34 @@ def test_a_valid_pass_gets_through(base_url: str, secret: str) -> None:
     page = get(base_url, "/book", value, headers={"X-Waitroom-Visitor": VISITOR})
     assert page.status_code == 200
     assert f"Visitor: {VISITOR}" in page.text
-    assert get(base_url, "/book", value).status_code == 200  # without the gateway's header too
-    with visitor(base_url, cookies={"wr_pass_vaccination": value}) as client:
+    named = {"X-Waitroom-Visitor": VISITOR}
+    with visitor(base_url, cookies={"wr_pass_vaccination": value}, headers=named) as client:
         asked = client.post("/book/api/pin", json={"phone": "+420 601 555 000"})
         assert asked.status_code == 202
+
+
+@pytest.mark.parametrize("path", ["/book", "/book/pin", "/book/api/availability"])
+def test_the_flow_refuses_a_valid_pass_without_the_gateways_visitor_header(
+    base_url: str, path: str
+) -> None:
+    """A browser that goes round the gateway still sends the pass cookie (cookies ignore the
+    port), but only the gateway names the visitor: under /book that is required."""
+    response = get(base_url, path, a_pass())
+    assert response.status_code == 403
+    assert "Please enter through the waiting room" in response.text
+    assert get(base_url, path, a_pass(), headers={"X-Waitroom-Visitor": VISITOR}).status_code in (
+        200,
+        303,  # /book/pin before any PIN was asked for
+    )
+
+
+def test_the_home_page_needs_only_the_pass(base_url: str) -> None:
+    # Every page links to /, which lies outside the room: the gateway proxies it without
+    # naming the visitor, so an admitted visitor must not be turned away there.
+    home = get(base_url, "/", a_pass())
+    assert home.status_code == 200
+    assert 'href="/book"' in home.text
+    assert get(base_url, "/", None).status_code == 403
 
 
 def test_a_pass_in_the_gateways_header_gets_through(base_url: str) -> None:
