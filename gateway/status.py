@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from queue_core.estimate import Estimate, estimate_wait, poll_after, poll_before_opening
+from queue_core.estimate import Estimate, poll_after, poll_before_opening
 from queue_core.line_view import LineView
 from queue_core.rooms import RoomConfig
 from queue_core.snapshot import Snapshot
@@ -105,12 +105,7 @@ def waiting_status(
 ) -> VisitorStatus:
     snap = view.snapshot
     assert snap is not None
-    estimate = None
-    if not snap.paused:
-        # Until this lane's own outflow is measured, assume its share of the room's rate.
-        estimate = estimate_wait(
-            ahead, view.outflow.per_second(), snap.rate_per_minute * share, view.outflow.band()
-        )
+    estimate = view.estimate(ahead, share)
     return VisitorStatus(
         room=config.name,
         state="paused" if snap.paused else "waiting",
