@@ -41,8 +41,21 @@ class StatusText:
         }
 
 
+def banner_for(status: VisitorStatus, lang: str) -> tuple[str | None, str]:
+    """The announcement in the visitor's language, else in English, and the language it is in
+    (a screen reader reads a fallback with English sounds only if the page says so)."""
+    if lang in status.banner:
+        return status.banner[lang], lang
+    return status.banner.get("en"), "en"
+
+
 def status_text(
-    pages: Pages, lang: str, room: RoomConfig, status: VisitorStatus, banner: str | None
+    pages: Pages,
+    lang: str,
+    room: RoomConfig,
+    status: VisitorStatus,
+    banner: str | None,
+    banner_lang: str = "",
 ) -> StatusText:
     fmt = pages.formatter(lang)
     position = "" if status.position is None else fmt.number(status.position)
@@ -71,7 +84,7 @@ def status_text(
             "time": fmt.clock(status.as_of_us, room.timezone)
         }
     return StatusText(
-        layout=layout(lang, status, banner),
+        layout=layout(lang, status, banner, banner_lang),
         title=title,
         position=position,
         ahead="" if status.ahead is None else fmt.number(status.ahead),
@@ -81,7 +94,7 @@ def status_text(
     )
 
 
-def layout(lang: str, status: VisitorStatus, banner: str | None) -> str:
+def layout(lang: str, status: VisitorStatus, banner: str | None, banner_lang: str = "") -> str:
     """A short name for everything that shapes the section apart from its figures."""
     if status.state not in FILLABLE:
         return ""
@@ -95,6 +108,7 @@ def layout(lang: str, status: VisitorStatus, banner: str | None) -> str:
             "estimate" if status.estimate is not None else "",
             status.receipt or "",
             banner or "",
+            banner_lang if banner else "",
         )
     )
     return hashlib.blake2s(shape.encode(), digest_size=6).hexdigest()

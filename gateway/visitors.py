@@ -41,7 +41,7 @@ from .status import (
     scheduled_status,
     waiting_status,
 )
-from .status_text import StatusText, status_text
+from .status_text import StatusText, banner_for, status_text
 
 log = logging.getLogger("waitroom.gateway")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -612,13 +612,14 @@ class Gate:
         )
 
     def context(self, room: RoomConfig, status: VisitorStatus, lang: str) -> dict[str, Any]:
-        banner = status.banner.get(lang) or status.banner.get("en")
+        banner, banner_lang = banner_for(status, lang)
         return {
             "room": room,
             "status": status,
             "refresh": max(2, round(status.poll_after)),
             "banner_text": banner,
-            "text": status_text(self.pages, lang, room, status, banner),
+            "banner_lang": banner_lang,
+            "text": status_text(self.pages, lang, room, status, banner, banner_lang),
         }
 
     def json(

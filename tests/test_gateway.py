@@ -37,6 +37,12 @@ rate_per_minute = 60000
 [rooms.bad]
 paths = ["/bad"]
 rate_per_minute = 0
+
+[rooms.soldout]
+title = "Vaccination booking"
+paths = ["/soldout"]
+rate_per_minute = 0
+sold_out_url = "/soldout/register"
 """
 
 
@@ -381,3 +387,22 @@ async def test_guessing_receipt_codes_is_slowed_to_a_halt(stack: Stack) -> None:
         r = await c.post("/_waitroom/rooms/fifo/receipt", data={"code": "1-AAAA-AAAA"})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert "Too many wrong codes" in r.text
+
+
+async def test_a_banner_in_english_only_is_marked_as_english(
+    stack: Stack, store: LineStore
+) -> None:
+    czech = {"Accept-Language": "cs"}
+    async with client(stack) as visitor:
+        await store.configure("soldout", banner={"en": "New dates on Monday."})
+        await asyncio.sleep(0.3)  # both workers have ticked
+        page = await visitor.get("/soldout", headers=czech)
+        # A Czech screen reader would read English words with Czech sounds otherwise.
+        assert '<p lang="en">New dates on Monday.</p>' in page.text
+        await store.configure(
+            "soldout", banner={"en": "New dates on Monday.", "cs": "Nové termíny v pondělí."}
+        )
+        await asyncio.sleep(0.3)
+        page = await visitor.get("/soldout", headers=czech)
+        assert "<p>Nové termíny v pondělí.</p>" in page.text
+        await store.configure("soldout", banner={})
