@@ -145,16 +145,25 @@ def closed_status(view: LineView, config: RoomConfig) -> VisitorStatus:
 
 
 def admitted_status(
-    config: RoomConfig, pass_expires_at: int, now_us: int, next_url: str | None
+    config: RoomConfig,
+    pass_expires_at: int,
+    now_us: int,
+    next_url: str | None,
+    snap: Snapshot | None = None,
 ) -> VisitorStatus:
+    # The banner and sold-out help matter most now, as the visitor goes to the site; the
+    # time is the gateway's, like the pass's expiry it is shown against.
+    common: dict[str, Any] = {"as_of_us": now_us}
+    if snap is not None:
+        common = _common(snap) | common
     return VisitorStatus(
         room=config.name,
         state="admitted",
         position=0,
         ahead=0,
         poll_after=0,
-        as_of_us=now_us,
         next_url=next_url,
         progress_percent=100,
         pass_expires_at=pass_expires_at,
+        **common,
     )

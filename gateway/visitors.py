@@ -353,7 +353,13 @@ class Gate:
         """The pass, and a page saying so: the next request to the same URL is the site."""
         token = self.issue_pass(room, ticket, expires_us)
         next_url = safe_next(room, request.query_params.get("next")) if api else None
-        status = admitted_status(room, expires_us // 1_000_000, time.time_ns() // 1000, next_url)
+        status = admitted_status(
+            room,
+            expires_us // 1_000_000,
+            time.time_ns() // 1000,
+            next_url,
+            self.keeper.views[room.name].snapshot,
+        )
         if api:
             body = status.as_json() | {"pass": token, "pass_expires_at": status.pass_expires_at}
             response: Response = self.json(request, room, status, body)
