@@ -464,7 +464,7 @@ class Gate:
         if ticket is not None and ticket.place > 0:
             code = self.receipts.code(room.name, ticket.place, ticket.lane)
             link = str(request.url.replace(query=f"code={code}"))
-            context |= {"code": code, "place": ticket.place, "link": link}
+            context |= {"code": code, "receipt_number": ticket.place, "link": link}
         return self.page(request, room, "receipt.html", context)
 
     async def redeem(self, request: Request, room: RoomConfig, typed: str) -> Response:

@@ -285,6 +285,11 @@ def test_receipt_brings_the_place_to_another_phone(browser: Browser, stack: Stac
     code = phone.locator(".receipt .code").inner_text().strip()
     phone.get_by_role("link", name="Show my receipt or enter one").click()
     expect(phone.locator(".code")).to_have_text(code)
+    # The number the code starts with is the receipt's, not a position (this visitor is 4th).
+    number = code.split("-")[0]
+    expect(phone.locator("main")).to_contain_text(f"Your receipt, number {number}:")
+    expect(phone.locator("main")).to_contain_text("is not your position")
+    expect(phone.locator("main")).to_contain_text("Anyone who has the code can use your place")
     no_serious_violations(phone)
 
     other = visitor(browser, stack)
