@@ -617,15 +617,22 @@ class Gate:
             lang=lang,
         )
 
-    def context(self, room: RoomConfig, status: VisitorStatus, lang: str) -> dict[str, Any]:
+    def context(
+        self,
+        room: RoomConfig,
+        status: VisitorStatus,
+        lang: str,
+        shown_layout: str | None = None,
+    ) -> dict[str, Any]:
         banner, banner_lang = banner_for(status, lang)
+        text = status_text(self.pages, lang, room, status, banner, banner_lang, shown_layout)
         return {
             "room": room,
             "status": status,
             "refresh": max(2, round(status.poll_after)),
             "banner_text": banner,
             "banner_lang": banner_lang,
-            "text": status_text(self.pages, lang, room, status, banner, banner_lang),
+            "text": text,
         }
 
     def json(
@@ -654,7 +661,8 @@ class Gate:
         """What the page's script needs to show `status`: the new figures when the section
         the page shows (`shown_layout`) still has the right shape, else the section written
         out whole (or None when `render` is off: the raw status path leaves that to us)."""
-        ctx = self.context(room, status, lang)
+        # The page's script sends no layout before its first check of a fresh section: "".
+        ctx = self.context(room, status, lang, shown_layout or "")
         text: StatusText = ctx["text"]
         shown = {
             "layout": text.layout,

@@ -172,6 +172,9 @@ def test_join_wait_turn_and_booking_in_english_with_javascript(
     stack.line(lambda s: s.configure("book", paused=True))
     back_to_tab(page)
     expect(page.locator("h2")).to_have_text("The line is paused", timeout=15_000)
+    # Said too, not only shown: a screen reader user hears why nothing moves.
+    expect(page.locator("#wr-live")).to_contain_text("The line is paused.")
+    expect(page.locator("#wr-live")).to_contain_text("Your place is kept.")
     shot(page, "en-paused")
     no_serious_violations(page)
 
@@ -183,6 +186,8 @@ def test_join_wait_turn_and_booking_in_english_with_javascript(
     back_to_tab(page)
     expect(page.locator(".notice")).to_contain_text("All dates are booked", timeout=15_000)
     expect(page.locator(".notice a")).to_have_attribute("href", "/book/register")
+    expect(page.locator("#wr-live")).to_contain_text("The line is moving again.")
+    expect(page.locator("#wr-live")).to_contain_text("All dates are booked at the moment.")
     page.reload()
     expect(page.locator(".banner")).to_have_text("New dates are released on Monday.")
     shot(page, "en-sold-out")

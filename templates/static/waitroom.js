@@ -42,7 +42,9 @@
     if (d.title) document.title = d.title;
     var bar = box.querySelector("progress");
     if (bar && s.progress_percent != null) { bar.value = s.progress_percent; shownProgress = s.progress_percent; }
-    if (d.announce && (s.position !== shownPosition || s.state === "admitted")) live.textContent = d.announce;
+    // A new place, or a section of another shape (paused, moving again, sold out, lapsed,
+    // closed, your turn): the server's words say which.
+    if (d.announce && (d.html != null || s.position !== shownPosition)) live.textContent = d.announce;
     if (s.position != null && s.state !== "admitted") shownPosition = s.position;
     if (s.state === "admitted") {
       var heading = document.getElementById("wr-heading");
