@@ -39,6 +39,12 @@ rate_per_minute = 0
 timezone = "Europe/Prague"
 sold_out_url = "/book/register"
 
+[rooms.short]
+title = "Vaccination booking"
+paths = ["/short"]
+rate_per_minute = 0
+grace_seconds = 20
+
 [rooms.opening]
 title = "Vaccination booking"
 paths = ["/echo"]
@@ -240,6 +246,47 @@ def test_figures_change_in_place_and_focus_stays_where_it_was(
     stack.line(lambda s: s.configure("book", rate_per_minute=0))
     ahead.context.close()
     page.context.close()
+
+
+def test_a_phone_that_slept_past_the_grace_period_shows_its_new_place(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("short")
+    ahead = visitor(browser, stack)
+    ahead.goto("/short")
+    phone = visitor(browser, stack)
+    phone.goto("/short")
+    expect(phone.locator("#wr-position")).to_have_text("2")
+    place = int(phone.locator(".receipt .code").inner_text().split("-")[0])
+    # The phone sleeps: none of its checks get through. Two people join behind it meanwhile
+    # and keep checking, and its place lapses.
+    phone.route("**/_waitroom/api/**", lambda route: route.abort())
+    behind = [visitor(browser, stack) for _ in range(2)]
+    for page in behind:
+        page.goto("/short")
+    deadline = time.monotonic() + 60
+    while stack.line(lambda s: s.holder("short", place, "")) is not None:
+        assert time.monotonic() < deadline, "the place never lapsed"
+        time.sleep(1)
+    phone.unroute("**/_waitroom/api/**")
+    back_to_tab(phone)
+    # Back at the end of the line, behind the three who kept checking: a higher number than
+    # before, shown and said, not the old place frozen on the screen.
+    expect(phone.locator("#wr-position")).to_have_text("4", timeout=15_000)
+    expect(phone.locator("[role=alert]")).to_contain_text("Your earlier place has lapsed")
+    expect(phone.locator("#wr-live")).to_contain_text("Your earlier place has lapsed")
+    expect(phone.locator("progress")).to_have_attribute("value", "0")
+    # Its next checks, with the new ticket, keep showing the new place.
+    phone.evaluate("window.__replies = 0")
+    phone.evaluate(
+        """() => { const f = window.fetch; window.fetch = (...a) => f(...a).then(r => {
+        window.__replies++; return r; }); }"""
+    )
+    back_to_tab(phone)
+    phone.wait_for_function("() => window.__replies > 1", timeout=20_000)  # one applied
+    expect(phone.locator("#wr-position")).to_have_text("4")
+    for page in (ahead, phone, *behind):
+        page.context.close()
 
 
 def test_czech_without_javascript_refreshes_itself_to_the_booking_page(

@@ -27,8 +27,12 @@
 
   function apply(s) {
     var d = s.display || {};
-    // A position never goes up: a reply from a lagging server is not shown.
-    if (s.position != null && s.position > shownPosition && s.state !== "admitted") return;
+    // A place that lapsed (a phone asleep past the grace period) is a new place at the end of
+    // the line: its reply carries a notice and a new ticket, and must be shown.
+    var rejoined = s.notice != null || s.ticket != null;
+    // Otherwise a position never goes up: a higher one is a lagging server's, not shown.
+    if (!rejoined && s.position != null && s.position > shownPosition && s.state !== "admitted") return;
+    if (rejoined) shownProgress = 0;
     if (s.progress_percent != null && s.progress_percent < shownProgress) s.progress_percent = shownProgress;
     if (d.html != null && d.html !== box.innerHTML) box.innerHTML = d.html;
     if (d.fill) {
