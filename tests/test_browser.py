@@ -248,6 +248,33 @@ def test_figures_change_in_place_and_focus_stays_where_it_was(
     page.context.close()
 
 
+def test_focus_survives_a_change_of_the_sections_shape(browser: Browser, stack: Stack) -> None:
+    stack.drain("book")
+    ahead = visitor(browser, stack)
+    ahead.goto("/book")
+    page = visitor(browser, stack)
+    page.goto("/book")
+    expect(page.locator("#wr-position")).to_have_text("2")
+    # A keyboard user is on the receipt link when ops pause: the whole section is replaced,
+    # and the focus is on the same link in the new one, not lost on the page's body.
+    page.get_by_role("link", name="Show my receipt or enter one").focus()
+    stack.line(lambda s: s.configure("book", paused=True))
+    back_to_tab(page)
+    expect(page.locator("h2")).to_have_text("The line is paused", timeout=15_000)
+    assert page.evaluate("document.activeElement.id") == "wr-receipt-link"
+    # The link they were on goes away (dates again): the focus goes to the heading.
+    stack.line(lambda s: s.configure("book", paused=False, sold_out=True))
+    back_to_tab(page)
+    expect(page.locator(".notice")).to_contain_text("All dates are booked", timeout=15_000)
+    page.get_by_role("link", name="Register without a date").focus()
+    stack.line(lambda s: s.configure("book", sold_out=False))
+    back_to_tab(page)
+    expect(page.locator(".notice")).to_have_count(0, timeout=15_000)
+    assert page.evaluate("document.activeElement.id") == "wr-heading"
+    ahead.context.close()
+    page.context.close()
+
+
 def test_a_phone_that_slept_past_the_grace_period_shows_its_new_place(
     browser: Browser, stack: Stack
 ) -> None:

@@ -34,7 +34,14 @@
     if (!rejoined && s.position != null && s.position > shownPosition && s.state !== "admitted") return;
     if (rejoined) shownProgress = 0;
     if (s.progress_percent != null && s.progress_percent < shownProgress) s.progress_percent = shownProgress;
-    if (d.html != null && d.html !== box.innerHTML) box.innerHTML = d.html;
+    if (d.html != null && d.html !== box.innerHTML) {
+      // The old section takes the keyboard focus with it: give it back to the element with the
+      // same id in the new one (each focusable element has an id), else to the heading.
+      var had = box.contains(document.activeElement) ? document.activeElement.id || "wr-heading" : null;
+      box.innerHTML = d.html;
+      var again = had && (document.getElementById(had) || document.getElementById("wr-heading"));
+      if (again) again.focus();
+    }
     if (d.fill) {
       for (var id in d.fill) {
         var el = document.getElementById(id);
