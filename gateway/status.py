@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from queue_core.estimate import Estimate, estimate_wait, poll_after, poll_before_opening
+from queue_core.estimate import Estimate, poll_after, poll_before_opening
 from queue_core.line_view import LineView
 from queue_core.rooms import RoomConfig
 from queue_core.snapshot import Snapshot
@@ -105,12 +105,7 @@ def waiting_status(
 ) -> VisitorStatus:
     snap = view.snapshot
     assert snap is not None
-    estimate = None
-    if not snap.paused:
-        # Until this lane's own outflow is measured, assume its share of the room's rate.
-        estimate = estimate_wait(
-            ahead, view.outflow.per_second(), snap.rate_per_minute * share, view.outflow.band()
-        )
+    estimate = view.estimate(ahead, share)
     return VisitorStatus(
         room=config.name,
         state="paused" if snap.paused else "waiting",
@@ -150,16 +145,25 @@ def closed_status(view: LineView, config: RoomConfig) -> VisitorStatus:
 
 
 def admitted_status(
-    config: RoomConfig, pass_expires_at: int, now_us: int, next_url: str | None
+    config: RoomConfig,
+    pass_expires_at: int,
+    now_us: int,
+    next_url: str | None,
+    snap: Snapshot | None = None,
 ) -> VisitorStatus:
+    # The banner and sold-out help matter most now, as the visitor goes to the site; the
+    # time is the gateway's, like the pass's expiry it is shown against.
+    common: dict[str, Any] = {"as_of_us": now_us}
+    if snap is not None:
+        common = _common(snap) | common
     return VisitorStatus(
         room=config.name,
         state="admitted",
         position=0,
         ahead=0,
         poll_after=0,
-        as_of_us=now_us,
         next_url=next_url,
         progress_percent=100,
         pass_expires_at=pass_expires_at,
+        **common,
     )

@@ -41,7 +41,7 @@ from .status import (
     scheduled_status,
     waiting_status,
 )
-from .status_text import StatusText, status_text
+from .status_text import StatusText, banner_for, status_text
 
 log = logging.getLogger("waitroom.gateway")
 NO_STORE = {"Cache-Control": "no-store"}
@@ -354,7 +354,13 @@ class Gate:
         """The pass, and a page saying so: the next request to the same URL is the site."""
         token = self.issue_pass(room, ticket, expires_us)
         next_url = safe_next(room, request.query_params.get("next")) if api else None
-        status = admitted_status(room, expires_us // 1_000_000, time.time_ns() // 1000, next_url)
+        status = admitted_status(
+            room,
+            expires_us // 1_000_000,
+            time.time_ns() // 1000,
+            next_url,
+            self.keeper.views[room.name].snapshot,
+        )
         if api:
             body = status.as_json() | {"pass": token, "pass_expires_at": status.pass_expires_at}
             response: Response = self.json(request, room, status, body)
@@ -459,7 +465,7 @@ class Gate:
         if ticket is not None and ticket.place > 0:
             code = self.receipts.code(room.name, ticket.place, ticket.lane)
             link = str(request.url.replace(query=f"code={code}"))
-            context |= {"code": code, "place": ticket.place, "link": link}
+            context |= {"code": code, "receipt_number": ticket.place, "link": link}
         return self.page(request, room, "receipt.html", context)
 
     async def redeem(self, request: Request, room: RoomConfig, typed: str) -> Response:
@@ -612,14 +618,22 @@ class Gate:
             lang=lang,
         )
 
-    def context(self, room: RoomConfig, status: VisitorStatus, lang: str) -> dict[str, Any]:
-        banner = status.banner.get(lang) or status.banner.get("en")
+    def context(
+        self,
+        room: RoomConfig,
+        status: VisitorStatus,
+        lang: str,
+        shown_layout: str | None = None,
+    ) -> dict[str, Any]:
+        banner, banner_lang = banner_for(status, lang)
+        text = status_text(self.pages, lang, room, status, banner, banner_lang, shown_layout)
         return {
             "room": room,
             "status": status,
             "refresh": max(2, round(status.poll_after)),
             "banner_text": banner,
-            "text": status_text(self.pages, lang, room, status, banner),
+            "banner_lang": banner_lang,
+            "text": text,
         }
 
     def json(
@@ -648,7 +662,8 @@ class Gate:
         """What the page's script needs to show `status`: the new figures when the section
         the page shows (`shown_layout`) still has the right shape, else the section written
         out whole (or None when `render` is off: the raw status path leaves that to us)."""
-        ctx = self.context(room, status, lang)
+        # The page's script sends no layout before its first check of a fresh section: "".
+        ctx = self.context(room, status, lang, shown_layout or "")
         text: StatusText = ctx["text"]
         shown = {
             "layout": text.layout,

@@ -27,6 +27,9 @@ class Outflow:
     """Measured people-per-second leaving the line, over the last minute of backlog.
 
     Only time with people waiting counts: an empty line's outflow says nothing about the rate.
+    Nor does time under another admission rate: when ops change it (or pause, or resume), the
+    measurement starts again, and until it covers a full window again the estimate leans on
+    the configured rate (`settled`).
     """
 
     def __init__(self) -> None:
@@ -34,18 +37,33 @@ class Outflow:
         # band() walks the whole window, and every status check asks for it: it only changes
         # when a sample arrives, so it is worked out once per tick, not once per check.
         self._band: dict[int, tuple[float, float] | None] = {}
+        self._rate: float | None = None  # the admission rate the samples were taken under
+        self._started_us: int | None = None  # when the measurement last (re)started
 
-    def observe(self, now_us: int, processed: int, waiting: int) -> None:
+    def observe(
+        self, now_us: int, processed: int, waiting: int, rate_per_minute: float | None = None
+    ) -> None:
+        """One tick's figures; `rate_per_minute` is the rate admitting people then (0 while
+        paused), so that a change of rate restarts the measurement."""
+        if rate_per_minute is not None and rate_per_minute != self._rate:
+            self._rate = rate_per_minute
+            self._restart()
         if waiting == 0:
-            self._samples.clear()
-            self._band.clear()
+            self._restart()
             return
         if self._samples and now_us <= self._samples[-1][0]:
             return
         self._band.clear()
+        if self._started_us is None:
+            self._started_us = now_us
         self._samples.append((now_us, processed))
         while now_us - self._samples[0][0] > WINDOW_US:
             self._samples.popleft()
+
+    def _restart(self) -> None:
+        self._samples.clear()
+        self._band.clear()
+        self._started_us = None
 
     def band(self, stretch_us: int = 10_000_000) -> tuple[float, float] | None:
         """The slowest and fastest outflow over stretches of the window: how uneven it is."""
@@ -67,6 +85,12 @@ class Outflow:
             return None
         return min(rates), max(rates)
 
+    def settled(self) -> float:
+        """How much of a full window the measurement covers, from 0 (just restarted) to 1."""
+        if self._started_us is None:
+            return 0.0
+        return min(1.0, (self._samples[-1][0] - self._started_us) / WINDOW_US)
+
     def per_second(self) -> float | None:
         if len(self._samples) < 2:
             return None
@@ -81,14 +105,25 @@ def estimate_wait(
     measured_per_s: float | None,
     rate_per_minute: float,
     band: tuple[float, float] | None = None,
+    settled: float = 1.0,
 ) -> Estimate | None:
     """Seconds until a visitor with `ahead` people in front is admitted, or None if unknown.
 
     Recomputed at every check from the last minute's measured outflow, so an estimate that
-    proved wrong (ops slowed the rate, people gave up ahead) corrects itself within a minute.
+    proved wrong (people gave up ahead, the site is full) corrects itself within a minute.
     The range widens with how uneven that outflow was (`band`: slowest and fastest stretch).
+    A measurement that covers only part of a window (`settled` below 1: ops changed the rate,
+    paused or resumed a moment ago) says little yet, and the old rate's minute would say
+    something untrue; so it is weighed against the configured rate, more as it grows, and the
+    range covers the configured rate's answer as well until the window is full.
     """
-    per_s = measured_per_s if measured_per_s else rate_per_minute / 60.0
+    configured = rate_per_minute / 60.0
+    weight = 0.0
+    if measured_per_s:
+        # Squared: a few slots' worth of measurement is mostly rounding (one slot more or
+        # less in 20 s at 6 a minute is a third), so it counts for little until it is long.
+        weight = max(0.0, min(1.0, settled)) ** 2
+    per_s = weight * (measured_per_s or 0.0) + (1 - weight) * configured
     if per_s <= 0:
         return None
     # Being next still means waiting for the next slot.
@@ -99,7 +134,11 @@ def estimate_wait(
         if fast > 0:
             low = min(low, per_s / fast)
         high = MAX_RANGE_HIGH if slow <= 0 else min(MAX_RANGE_HIGH, max(high, per_s / slow))
-    return Estimate(seconds, seconds * low, seconds * high)
+    low, high = seconds * low, seconds * high
+    if weight < 1 and configured > 0:
+        by_rate = (ahead + 1) / configured
+        low, high = min(low, by_rate * RANGE_LOW), max(high, by_rate * RANGE_HIGH)
+    return Estimate(seconds, low, high)
 
 
 def poll_after(

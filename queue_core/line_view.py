@@ -11,7 +11,7 @@ import bisect
 import enum
 from dataclasses import dataclass
 
-from .estimate import Outflow
+from .estimate import Estimate, Outflow, estimate_wait
 from .snapshot import Snapshot
 
 
@@ -56,7 +56,19 @@ class LineView:
                     holes.insert(i, place)
         del holes[: bisect.bisect_right(holes, lane.head)]
         self.holes_next = lane.holes_from + len(lane.holes)
-        self.outflow.observe(snap.now_us, lane.processed, lane.waiting)
+        rate = 0.0 if snap.paused else snap.rate_per_minute
+        self.outflow.observe(snap.now_us, lane.processed, lane.waiting, rate)
+
+    def estimate(self, ahead: int, share: float = 1.0) -> Estimate | None:
+        """The wait of someone with `ahead` people in front, in this lane; None if unknown.
+        `share` is this lane's part of the room's rate, assumed until its outflow is measured."""
+        snap = self.snapshot
+        if snap is None or snap.paused:
+            return None
+        out = self.outflow
+        return estimate_wait(
+            ahead, out.per_second(), snap.rate_per_minute * share, out.band(), out.settled()
+        )
 
     def locate(self, place: int) -> Location:
         snap = self.snapshot

@@ -39,6 +39,12 @@ rate_per_minute = 0
 timezone = "Europe/Prague"
 sold_out_url = "/book/register"
 
+[rooms.short]
+title = "Vaccination booking"
+paths = ["/short"]
+rate_per_minute = 0
+grace_seconds = 20
+
 [rooms.opening]
 title = "Vaccination booking"
 paths = ["/echo"]
@@ -153,6 +159,21 @@ def no_serious_violations(page: Page) -> None:
     assert not serious, json.dumps(serious, indent=1)[:3000]
 
 
+def no_serious_violations_without_javascript(browser: Browser, stack: Stack, page: Page) -> None:
+    """axe runs on timers, and a page without JavaScript never fires one: so axe reads the
+    same markup (`page` as it stands) in a page of this site where JavaScript runs but the
+    page's own script is blocked. The one thing it cannot see there is the <noscript> meta
+    refresh, which its meta-refresh rule would call critical: that refresh is how a page
+    without JavaScript keeps up with the line, and it is the only such page."""
+    html = page.content()
+    reader = visitor(browser, stack)
+    reader.route("**/_waitroom/static/waitroom.js", lambda route: route.abort())
+    reader.goto("/_waitroom/static/waitroom.css")  # this site, so the page's own links load
+    reader.set_content(html)
+    no_serious_violations(reader)
+    reader.context.close()
+
+
 def test_join_wait_turn_and_booking_in_english_with_javascript(
     browser: Browser, stack: Stack
 ) -> None:
@@ -172,6 +193,9 @@ def test_join_wait_turn_and_booking_in_english_with_javascript(
     stack.line(lambda s: s.configure("book", paused=True))
     back_to_tab(page)
     expect(page.locator("h2")).to_have_text("The line is paused", timeout=15_000)
+    # Said too, not only shown: a screen reader user hears why nothing moves.
+    expect(page.locator("#wr-live")).to_contain_text("The line is paused.")
+    expect(page.locator("#wr-live")).to_contain_text("Your place is kept.")
     shot(page, "en-paused")
     no_serious_violations(page)
 
@@ -183,6 +207,8 @@ def test_join_wait_turn_and_booking_in_english_with_javascript(
     back_to_tab(page)
     expect(page.locator(".notice")).to_contain_text("All dates are booked", timeout=15_000)
     expect(page.locator(".notice a")).to_have_attribute("href", "/book/register")
+    expect(page.locator("#wr-live")).to_contain_text("The line is moving again.")
+    expect(page.locator("#wr-live")).to_contain_text("All dates are booked at the moment.")
     page.reload()
     expect(page.locator(".banner")).to_have_text("New dates are released on Monday.")
     shot(page, "en-sold-out")
@@ -237,6 +263,139 @@ def test_figures_change_in_place_and_focus_stays_where_it_was(
     page.context.close()
 
 
+def test_focus_survives_a_change_of_the_sections_shape(browser: Browser, stack: Stack) -> None:
+    stack.drain("book")
+    ahead = visitor(browser, stack)
+    ahead.goto("/book")
+    page = visitor(browser, stack)
+    page.goto("/book")
+    expect(page.locator("#wr-position")).to_have_text("2")
+    # A keyboard user is on the receipt link when ops pause: the whole section is replaced,
+    # and the focus is on the same link in the new one, not lost on the page's body.
+    page.get_by_role("link", name="Show my receipt or enter one").focus()
+    stack.line(lambda s: s.configure("book", paused=True))
+    back_to_tab(page)
+    expect(page.locator("h2")).to_have_text("The line is paused", timeout=15_000)
+    assert page.evaluate("document.activeElement.id") == "wr-receipt-link"
+    # The link they were on goes away (dates again): the focus goes to the heading.
+    stack.line(lambda s: s.configure("book", paused=False, sold_out=True))
+    back_to_tab(page)
+    expect(page.locator(".notice")).to_contain_text("All dates are booked", timeout=15_000)
+    page.get_by_role("link", name="Register without a date").focus()
+    stack.line(lambda s: s.configure("book", sold_out=False))
+    back_to_tab(page)
+    expect(page.locator(".notice")).to_have_count(0, timeout=15_000)
+    assert page.evaluate("document.activeElement.id") == "wr-heading"
+    ahead.context.close()
+    page.context.close()
+
+
+def test_a_phone_that_slept_past_the_grace_period_shows_its_new_place(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("short")
+    ahead = visitor(browser, stack)
+    ahead.goto("/short")
+    phone = visitor(browser, stack)
+    phone.goto("/short")
+    expect(phone.locator("#wr-position")).to_have_text("2")
+    place = int(phone.locator(".receipt .code").inner_text().split("-")[0])
+    # The phone sleeps: none of its checks get through. Two people join behind it meanwhile
+    # and keep checking, and its place lapses.
+    phone.route("**/_waitroom/api/**", lambda route: route.abort())
+    behind = [visitor(browser, stack) for _ in range(2)]
+    for page in behind:
+        page.goto("/short")
+    deadline = time.monotonic() + 60
+    while stack.line(lambda s: s.holder("short", place, "")) is not None:
+        assert time.monotonic() < deadline, "the place never lapsed"
+        time.sleep(1)
+    phone.unroute("**/_waitroom/api/**")
+    back_to_tab(phone)
+    # Back at the end of the line, behind the three who kept checking: a higher number than
+    # before, shown and said, not the old place frozen on the screen.
+    expect(phone.locator("#wr-position")).to_have_text("4", timeout=15_000)
+    expect(phone.locator("[role=alert]")).to_contain_text("Your earlier place has lapsed")
+    expect(phone.locator("#wr-live")).to_contain_text("Your earlier place has lapsed")
+    expect(phone.locator("progress")).to_have_attribute("value", "0")
+    # Its next checks, with the new ticket, keep showing the new place.
+    phone.evaluate("window.__replies = 0")
+    phone.evaluate(
+        """() => { const f = window.fetch; window.fetch = (...a) => f(...a).then(r => {
+        window.__replies++; return r; }); }"""
+    )
+    back_to_tab(phone)
+    phone.wait_for_function("() => window.__replies > 1", timeout=20_000)  # one applied
+    expect(phone.locator("#wr-position")).to_have_text("4")
+    for page in (ahead, phone, *behind):
+        page.context.close()
+
+
+def test_czech_with_javascript_from_the_line_to_the_booking_page(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("book")
+    ahead = visitor(browser, stack, "cs-CZ")
+    ahead.goto("/book")
+    page = visitor(browser, stack, "cs-CZ")
+    page.goto("/book")
+    expect(page.locator("h2")).to_have_text("Jste ve frontě")
+    expect(page.locator("#wr-position")).to_have_text("2")
+    page.evaluate("window.__stillTheSamePage = true")
+    stack.line(lambda s: s.configure("book", rate_per_minute=120))
+    back_to_tab(page)
+    expect(page.locator("h2")).to_have_text("Jste na řadě", timeout=20_000)
+    assert page.evaluate("window.__stillTheSamePage") is True
+    expect(page.locator("#wr-live")).to_have_text("Jste na řadě")
+    expect(page).to_have_title("Jste na řadě – Vaccination booking")
+    expect(page.locator("main")).to_contain_text("Vaše vstupenka platí 20 minut")
+    shot(page, "cs-your-turn")
+    no_serious_violations(page)
+    page.get_by_role("link", name="Pokračovat na rezervační stránku").click()
+    expect(page.locator("body")).to_contain_text("Visitor:")
+    stack.line(lambda s: s.configure("book", rate_per_minute=0))
+    ahead.context.close()
+    page.context.close()
+
+
+def test_a_hidden_tab_checks_less_often_but_within_a_third_of_the_grace_period(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("short")  # grace_seconds = 20: the page is told to check every 5 s at most
+    page = visitor(browser, stack)
+    # Note each wait the script asks for, and when each check goes out.
+    page.add_init_script(
+        """window.__waits = []; window.__checks = [];
+        const wait = window.setTimeout, get = window.fetch;
+        window.setTimeout = (f, ms, ...a) => { if (ms >= 1000) window.__waits.push(ms);
+          return wait(f, ms, ...a); };
+        window.fetch = (...a) => { window.__checks.push(performance.now()); return get(...a); };"""
+    )
+    page.goto("/short")
+    expect(page.locator("#wr-position")).to_have_text("1")
+    page.wait_for_function("() => window.__checks.length >= 1", timeout=15_000)
+    visible = max(page.evaluate("window.__waits"))
+    assert 2_000 <= visible <= 5_000
+    page.evaluate(
+        """() => {
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+        Object.defineProperty(document, "visibilityState", { configurable: true,
+          get: () => "hidden" });
+        document.dispatchEvent(new Event("visibilitychange")); }"""
+    )
+    page.evaluate("window.__waits = []; window.__checks = []")
+    # The next check (due while visible) is followed by the hidden tab's slower ones.
+    page.wait_for_function("() => window.__checks.length >= 3", timeout=30_000)
+    checks, waits = page.evaluate("window.__checks"), page.evaluate("window.__waits")
+    grace_third = 20_000 / 3 + 1  # ms, and a little for rounding
+    assert all(visible < w <= grace_third for w in waits), (visible, waits)
+    gap = checks[2] - checks[1]
+    assert visible < gap <= grace_third + 1_000, (visible, gap)
+    # Checking that rarely still keeps the place.
+    expect(page.locator("#wr-position")).to_have_text("1")
+    page.context.close()
+
+
 def test_czech_without_javascript_refreshes_itself_to_the_booking_page(
     browser: Browser, stack: Stack
 ) -> None:
@@ -251,9 +410,11 @@ def test_czech_without_javascript_refreshes_itself_to_the_booking_page(
     expect(page.locator("main")).to_contain_text("Odhadované čekání")
     assert page.locator("noscript").count() == 1  # the refresh is for JavaScript-less pages
     shot(page, "cs-waiting-nojs")
+    no_serious_violations_without_javascript(browser, stack, page)
     # Nobody reloads the page: its own refresh brings the turn.
     expect(page.locator("h2")).to_have_text("Jste na řadě", timeout=30_000)
     shot(page, "cs-your-turn-nojs")
+    no_serious_violations_without_javascript(browser, stack, page)
     page.get_by_role("link", name="Pokračovat na rezervační stránku").click()
     expect(page.locator("body")).to_contain_text("Visitor:")
 
@@ -273,6 +434,7 @@ def test_language_switcher_sticks(browser: Browser, stack: Stack) -> None:
     fr.goto("/book")
     expect(fr.locator("h2")).to_have_text("Vous êtes dans la file")
     shot(fr, "fr-waiting")
+    no_serious_violations(fr)
 
 
 def test_receipt_brings_the_place_to_another_phone(browser: Browser, stack: Stack) -> None:
@@ -285,6 +447,11 @@ def test_receipt_brings_the_place_to_another_phone(browser: Browser, stack: Stac
     code = phone.locator(".receipt .code").inner_text().strip()
     phone.get_by_role("link", name="Show my receipt or enter one").click()
     expect(phone.locator(".code")).to_have_text(code)
+    # The number the code starts with is the receipt's, not a position (this visitor is 4th).
+    number = code.split("-")[0]
+    expect(phone.locator("main")).to_contain_text(f"Your receipt, number {number}:")
+    expect(phone.locator("main")).to_contain_text("is not your position")
+    expect(phone.locator("main")).to_contain_text("Anyone who has the code can use your place")
     no_serious_violations(phone)
 
     other = visitor(browser, stack)
@@ -295,11 +462,43 @@ def test_receipt_brings_the_place_to_another_phone(browser: Browser, stack: Stac
     expect(other.locator("#wr-position")).to_have_text("4")
     shot(other, "en-receipt-restored")
 
-    wrong = visitor(browser, stack)
+    wrong = visitor(browser, stack, "cs-CZ")
     wrong.goto("/_waitroom/rooms/book/receipt")
-    wrong.get_by_label("Receipt code").fill("4-AAAA-AAAA")
-    wrong.get_by_role("button", name="Get my place back").click()
-    expect(wrong.locator("[role=alert]")).to_contain_text("That code is not right")
+    no_serious_violations(wrong)  # the form alone, for someone with a code to type
+    wrong.get_by_label("Kód potvrzení").fill("4-AAAA-AAAA")
+    wrong.get_by_role("button", name="Vrátit mé místo").click()
+    expect(wrong.locator("[role=alert]")).to_contain_text("Tento kód není správný")
+    shot(wrong, "cs-receipt-wrong-code")
+    no_serious_violations(wrong)
+
+
+def test_a_receipt_link_carries_the_place_to_the_visitors_turn(
+    browser: Browser, stack: Stack
+) -> None:
+    stack.drain("book")
+    ahead = visitor(browser, stack)
+    ahead.goto("/book")
+    phone = visitor(browser, stack)
+    phone.goto("/book")
+    expect(phone.locator("#wr-position")).to_have_text("2")
+    phone.get_by_role("link", name="Show my receipt or enter one").click()
+    link = phone.locator("main a[href*='code=']").get_attribute("href") or ""
+    assert link.startswith(f"{stack.url}/_waitroom/rooms/book/receipt?code=")
+    # The link opened on a laptop, in French: the same place, then the turn, then the site.
+    laptop = visitor(browser, stack, "fr-BE")
+    laptop.goto(link)
+    expect(laptop).to_have_url(f"{stack.url}/book")
+    expect(laptop.locator("#wr-position")).to_have_text("2")
+    no_serious_violations(laptop)
+    stack.line(lambda s: s.configure("book", rate_per_minute=120))
+    back_to_tab(laptop)
+    expect(laptop.locator("h2")).to_have_text("C\u2019est votre tour", timeout=20_000)
+    shot(laptop, "fr-your-turn-from-receipt")
+    laptop.get_by_role("link", name="Continuer vers le site de réservation").click()
+    expect(laptop.locator("body")).to_contain_text("Visitor:")
+    stack.line(lambda s: s.configure("book", rate_per_minute=0))
+    for page in (ahead, phone, laptop):
+        page.context.close()
 
 
 def test_scheduled_opening_counts_down_then_shows_the_place(browser: Browser, stack: Stack) -> None:

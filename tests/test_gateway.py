@@ -37,6 +37,12 @@ rate_per_minute = 60000
 [rooms.bad]
 paths = ["/bad"]
 rate_per_minute = 0
+
+[rooms.soldout]
+title = "Vaccination booking"
+paths = ["/soldout"]
+rate_per_minute = 0
+sold_out_url = "/soldout/register"
 """
 
 
@@ -381,3 +387,48 @@ async def test_guessing_receipt_codes_is_slowed_to_a_halt(stack: Stack) -> None:
         r = await c.post("/_waitroom/rooms/fifo/receipt", data={"code": "1-AAAA-AAAA"})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert "Too many wrong codes" in r.text
+
+
+async def test_a_banner_in_english_only_is_marked_as_english(
+    stack: Stack, store: LineStore
+) -> None:
+    czech = {"Accept-Language": "cs"}
+    async with client(stack) as visitor:
+        await store.configure("soldout", banner={"en": "New dates on Monday."})
+        await asyncio.sleep(0.3)  # both workers have ticked
+        page = await visitor.get("/soldout", headers=czech)
+        # A Czech screen reader would read English words with Czech sounds otherwise.
+        assert '<p lang="en">New dates on Monday.</p>' in page.text
+        await store.configure(
+            "soldout", banner={"en": "New dates on Monday.", "cs": "Nové termíny v pondělí."}
+        )
+        await asyncio.sleep(0.3)
+        page = await visitor.get("/soldout", headers=czech)
+        assert "<p>Nové termíny v pondělí.</p>" in page.text
+        await store.configure("soldout", banner={})
+
+
+async def test_the_your_turn_page_keeps_the_banner_and_the_sold_out_help(
+    stack: Stack, store: LineStore
+) -> None:
+    async with client(stack) as visitor:
+        assert "You are in the line" in (await visitor.get("/soldout")).text
+        await store.configure(
+            "soldout", sold_out=True, banner={"en": "New dates are released on Monday."}
+        )
+        await asyncio.sleep(0.3)
+        await store.configure("soldout", rate_per_minute=600)
+        deadline = time.monotonic() + 10
+        page = await visitor.get("/soldout")
+        while "It is your turn" not in page.text and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            page = await visitor.get("/soldout")
+        assert "It is your turn" in page.text
+        # Going to the site now, the visitor still learns what ops announced, and that the
+        # dates are gone but registering without one is still open.
+        assert "New dates are released on Monday." in page.text
+        assert "All dates are booked at the moment." in page.text
+        assert '<a id="wr-sold-out-link" href="/soldout/register">Register without a date</a>' in (
+            page.text
+        )
+        await store.configure("soldout", sold_out=False, banner={}, rate_per_minute=0)

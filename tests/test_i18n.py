@@ -4,17 +4,39 @@ import re
 from pathlib import Path
 
 import pytest
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 
 from gateway.i18n import Formatter, load_catalogs, negotiate, parse_accept_language
 
-LOCALE_DIR = Path(__file__).resolve().parent.parent / "templates" / "locale"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCALE_DIR = REPO_ROOT / "templates" / "locale"
+# As the README's `pybabel extract -F babel.cfg -k translate:2` runs it.
+KEYWORDS = {**DEFAULT_KEYWORDS, "translate": (2,)}
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 LANGS = ["cs", "de", "fr", "nl"]
 
 
 def test_at_least_the_five_languages_are_there() -> None:
     assert set(load_catalogs(LOCALE_DIR)) >= {"en", "cs", "de", "fr", "nl"}
+
+
+def test_the_template_holds_exactly_the_messages_in_the_code() -> None:
+    """A string added to a page or to the code but not extracted would stay English in every
+    language (the catalog test below only checks what messages.pot lists)."""
+    with (REPO_ROOT / "babel.cfg").open() as cfg:
+        method_map, options_map = parse_mapping_cfg(cfg)
+    in_code = {
+        message
+        for _, _, message, _, _ in extract_from_dir(
+            REPO_ROOT, method_map, options_map, keywords=KEYWORDS
+        )
+    }
+    in_template = {m.id for m in read_po((LOCALE_DIR / "messages.pot").open("rb")) if m.id}
+    new, gone = sorted(map(str, in_code - in_template)), sorted(map(str, in_template - in_code))
+    assert not new, f"not in messages.pot yet (run the README's pybabel extract): {new}"
+    assert not gone, f"in messages.pot but no longer used (extract again): {gone}"
 
 
 @pytest.mark.parametrize("lang", LANGS)

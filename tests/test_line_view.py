@@ -1,3 +1,4 @@
+import dataclasses
 import random
 
 import pytest
@@ -168,3 +169,86 @@ def test_uneven_outflow_widens_the_range_and_it_recovers() -> None:
         uneven.observe(second * 1_000_000, (second - 30) * 2, waiting=100)
     later = estimate_wait(59, uneven.per_second(), 60.0, uneven.band())
     assert later is not None and later.high - later.low < shaky.high - shaky.low
+
+
+def admissions(phases: list[tuple[float, bool, int]]) -> list[float]:
+    """Slot times (seconds) of a room run through `phases` of (rate per minute, paused,
+    seconds): each phase's slots start one interval after it begins, as after a resume."""
+    slots, start = [], 0
+    for rate, paused, seconds in phases:
+        if rate > 0 and not paused:
+            interval = 60 / rate
+            slots += [start + k * interval for k in range(1, int(seconds / interval) + 1)]
+        start += seconds
+    return slots
+
+
+def phase_at(phases: list[tuple[float, bool, int]], now: int) -> tuple[float, bool]:
+    """The (rate per minute, paused) of the room `now` seconds in."""
+    for rate, paused, seconds in phases:
+        if now < seconds:
+            return rate, paused
+        now -= seconds
+    return phases[-1][0], phases[-1][1]
+
+
+@pytest.mark.parametrize(
+    "phases",
+    [
+        pytest.param([(30.0, False, 120), (6.0, False, 1200)], id="ops drop the rate 30 to 6"),
+        pytest.param([(0.0, False, 120), (30.0, False, 300)], id="ops raise the rate from 0"),
+        pytest.param([(6.0, False, 120), (30.0, False, 300)], id="ops raise the rate 6 to 30"),
+        pytest.param(
+            [(30.0, False, 120), (30.0, True, 120), (30.0, False, 300)], id="resume after pause"
+        ),
+    ],
+)
+def test_after_a_rate_change_the_range_holds_the_new_truth_at_once(
+    phases: list[tuple[float, bool, int]],
+) -> None:
+    """A visitor with 99 people ahead when ops change the rate: from the first check after the
+    change, the range they are shown contains the time they really wait, and the estimate does
+    not creep up while the old rate scrolls out of the measurement."""
+    slots = admissions(phases)
+    changed_at = sum(seconds for _, _, seconds in phases[:-1])
+    view, line = LineView("r"), 5000
+    mine = None
+    shown: list[float] = []
+    for now in range(sum(seconds for _, _, seconds in phases)):
+        rate, paused = phase_at(phases, now)
+        processed = sum(1 for t in slots if t <= now)
+        lane = LaneSnapshot(processed, line, line - processed, 0, processed, 0, ())
+        view.apply(
+            dataclasses.replace(
+                snap(now * 1_000_000, processed, line),
+                rate_per_minute=rate,
+                paused=paused,
+                lanes={"": lane},
+            )
+        )
+        if now < changed_at:
+            continue
+        if mine is None:
+            mine = processed + 100  # 99 people ahead
+        ahead = mine - processed - 1
+        if ahead < 10:  # near the front a slot's timing matters more than any rate
+            break
+        est = view.estimate(ahead)
+        assert est is not None
+        truth = slots[mine - 1] - now
+        assert est.low <= truth <= est.high, (now - changed_at, ahead, truth, est)
+        if shown:
+            assert est.seconds <= shown[-1] * 1.05, (now - changed_at, shown[-1], est)
+        shown.append(est.seconds)
+    assert len(shown) > 60
+
+
+def test_a_measurement_just_restarted_leans_on_the_configured_rate() -> None:
+    # Five seconds at 2 a second say little against a configured 1 a second; a full window
+    # says everything.
+    assert estimate_wait(99, 2.0, 60.0, settled=0.0) == estimate_wait(99, None, 60.0)
+    early = estimate_wait(99, 2.0, 60.0, settled=5 / 60)
+    full = estimate_wait(99, 2.0, 60.0, settled=1.0)
+    assert early is not None and full is not None
+    assert full.seconds == pytest.approx(50.0)
+    assert 90.0 < early.seconds < 100.0

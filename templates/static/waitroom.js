@@ -27,10 +27,21 @@
 
   function apply(s) {
     var d = s.display || {};
-    // A position never goes up: a reply from a lagging server is not shown.
-    if (s.position != null && s.position > shownPosition && s.state !== "admitted") return;
+    // A place that lapsed (a phone asleep past the grace period) is a new place at the end of
+    // the line: its reply carries a notice and a new ticket, and must be shown.
+    var rejoined = s.notice != null || s.ticket != null;
+    // Otherwise a position never goes up: a higher one is a lagging server's, not shown.
+    if (!rejoined && s.position != null && s.position > shownPosition && s.state !== "admitted") return;
+    if (rejoined) shownProgress = 0;
     if (s.progress_percent != null && s.progress_percent < shownProgress) s.progress_percent = shownProgress;
-    if (d.html != null && d.html !== box.innerHTML) box.innerHTML = d.html;
+    if (d.html != null && d.html !== box.innerHTML) {
+      // The old section takes the keyboard focus with it: give it back to the element with the
+      // same id in the new one (each focusable element has an id), else to the heading.
+      var had = box.contains(document.activeElement) ? document.activeElement.id || "wr-heading" : null;
+      box.innerHTML = d.html;
+      var again = had && (document.getElementById(had) || document.getElementById("wr-heading"));
+      if (again) again.focus();
+    }
     if (d.fill) {
       for (var id in d.fill) {
         var el = document.getElementById(id);
@@ -42,7 +53,9 @@
     if (d.title) document.title = d.title;
     var bar = box.querySelector("progress");
     if (bar && s.progress_percent != null) { bar.value = s.progress_percent; shownProgress = s.progress_percent; }
-    if (d.announce && (s.position !== shownPosition || s.state === "admitted")) live.textContent = d.announce;
+    // A new place, or a section of another shape (paused, moving again, sold out, lapsed,
+    // closed, your turn): the server's words say which.
+    if (d.announce && (d.html != null || s.position !== shownPosition)) live.textContent = d.announce;
     if (s.position != null && s.state !== "admitted") shownPosition = s.position;
     if (s.state === "admitted") {
       var heading = document.getElementById("wr-heading");
