@@ -25,9 +25,11 @@ from queue_core.store import LineStore
 from queue_core.tokens import Credentials
 
 from .fast_status import FastStatus
+from .header_limits import HeaderLimits
 from .invitations import Invitations
 from .line_keeper import LineKeeper
 from .metrics import AllowList, GatewayMetrics, MetricsEndpoint
+from .openapi import name_the_rooms
 from .ops.audit import AuditLog
 from .ops.auth import OpsAuth
 from .ops.autopilot import AutopilotRunner
@@ -106,7 +108,7 @@ def create_app(
     redis: Redis | None = None,
     proxy: BackendProxy | None = None,
     metrics: GatewayMetrics | None = None,
-) -> FastStatus:
+) -> HeaderLimits:
     settings = settings or Settings.from_env()
     if settings.dev_mode:
         log.warning("DEV MODE: insecure secret allowed; never expose this gateway publicly")
@@ -202,7 +204,7 @@ def create_app(
         )
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(schemas.get_schema(routes=api_routes))
+        return JSONResponse(name_the_rooms(schemas.get_schema(routes=api_routes), settings.rooms))
 
     async def room_status(request: Request) -> Response:
         """
@@ -313,4 +315,4 @@ def create_app(
     app.state.keeper = keeper
     app.state.metrics = metrics
     # The commonest request of all, a waiting visitor's status check, skips the router.
-    return FastStatus(app, gate)
+    return HeaderLimits(FastStatus(app, gate))

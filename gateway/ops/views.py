@@ -28,6 +28,7 @@ from queue_core.store import LineStore
 from ..forms import FormTooLarge, read_form
 from ..invitations import Invitations
 from ..limits import FailureLimiter
+from ..openapi import name_the_rooms
 from ..pages import Pages
 from . import live
 from .audit import AuditLog, as_csv
@@ -417,7 +418,7 @@ class OpsViews:
                 },
             }
         )
-        return JSONResponse(schema.get_schema(self.routes()))
+        return JSONResponse(name_the_rooms(schema.get_schema(self.routes()), self.rooms))
 
     # -- plumbing --------------------------------------------------------------------------
 
