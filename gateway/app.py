@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -44,6 +46,7 @@ log = logging.getLogger("waitroom.gateway")
 TEMPLATES = REPO_ROOT / "templates"
 API_PREFIX = "/_waitroom"
 REDIS_CONNECTIONS = 64  # per worker process
+REDIS_SOCKET_TIMEOUT = 2.0
 
 
 class CachedStaticFiles(StaticFiles):
@@ -116,7 +119,14 @@ def create_app(
     if redis is None:
         # Bounded, and a burst of joins waits for a free connection instead of failing.
         pool = BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5
+            settings.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=5,
+            # A Redis that hangs (overloaded, paused, a network partition) must fail a call in
+            # seconds, not hold it for ever: visitors are then answered from the snapshot.
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
         )
         redis = Redis(connection_pool=pool)
     redis_client = redis

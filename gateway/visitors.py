@@ -168,6 +168,8 @@ class Gate:
             ticket = self.read_ticket(request, room, api)
         except InvalidCredential:
             return self.bad_ticket(request, room, api)
+        if room.fail_open and not self.keeper.is_fresh(room.name):
+            return await self.let_through(request, room, ticket, api)
         try:
             if ticket is None:
                 if api:
@@ -178,7 +180,32 @@ class Gate:
             return await self.respond_for_ticket(request, room, ticket, api)
         except (Unavailable, RedisError) as exc:
             log.warning("room %s unavailable: %s", room.name, exc)
+            if room.fail_open:
+                return await self.let_through(request, room, ticket, api)
             return self.unavailable(request, room, api)
+
+    async def let_through(
+        self, request: Request, room: RoomConfig, ticket: Ticket | None, api: bool
+    ) -> Response:
+        """Fail open: the line cannot be reached, so the room steps aside and everyone goes
+        through with a pass of the usual lifetime, signed here without Redis."""
+        visitor = ticket.visitor if ticket is not None else new_visitor_id()
+        ticket = ticket or Ticket(room.name, 0, visitor, int(time.time()))
+        expires_us = round((time.time() + room.pass_seconds) * 1_000_000)
+        self.metrics.failed_open(room.name)
+        return await self.admit_now(request, room, ticket, expires_us, api)
+
+    async def admit_now(
+        self, request: Request, room: RoomConfig, ticket: Ticket, expires_us: int, api: bool
+    ) -> Response:
+        """A visitor let in without a turn in line to wait for: the API says so with the
+        pass; a page request goes straight on to the site, carrying the new pass."""
+        if api:
+            return self.your_turn(request, room, ticket, expires_us, api)
+        token = self.issue_pass(room, ticket, expires_us)
+        response = await self.forward_admitted(request, room, ticket.visitor, token)
+        self.set_pass(request, response, room, token, expires_us)
+        return response
 
     def gen(self, room: RoomConfig) -> str:
         """The room's generation as this worker knows it (stamped on every ticket)."""
@@ -259,6 +286,8 @@ class Gate:
         location = view.locate(ticket.place)
         if location.standing is not Standing.WAITING:
             return None
+        if room.fail_open and not self.keeper.is_fresh(room.name):
+            return None  # the room has stepped aside: `queue` lets them through
         self.keeper.note_seen(room.name, ticket.place, ticket.lane)
         return waiting_status(
             view,
@@ -278,9 +307,23 @@ class Gate:
             return self.show(request, room, status, api)
         location = view.locate(ticket.place)
         if location.standing is Standing.TURN:
-            expires_us = await self.metrics.redis(
-                "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
-            )
+            try:
+                expires_us = await self.metrics.redis(
+                    "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
+                )
+            except RedisError:
+                # Their turn has come but the line cannot hand out the pass right now: they
+                # are next, and the admission waits for them in Redis (for the claim window)
+                # until it is back.
+                status = waiting_status(
+                    view,
+                    room,
+                    0,
+                    ticket.ahead_at_join,
+                    stale=True,
+                    receipt=self.receipts.code(room.name, ticket.place, ticket.lane),
+                )
+                return self.show(request, room, status, api)
             if expires_us is not None:
                 return self.your_turn(request, room, ticket, expires_us, api)
         # Swept out, or skipped at the head, for not checking within the grace period: they
@@ -319,12 +362,7 @@ class Gate:
                 "claim", self.store.claim(room.name, visitor, room.pass_seconds)
             )
             if expires_us is not None:
-                if api:
-                    return self.your_turn(request, room, ticket, expires_us, api)
-                token = self.issue_pass(room, ticket, expires_us)
-                response = await self.forward_admitted(request, room, visitor, token)
-                self.set_pass(request, response, room, token, expires_us)
-                return response
+                return await self.admit_now(request, room, ticket, expires_us, api)
         if result.status == "scheduled":
             ticket = Ticket(room.name, 0, visitor, int(time.time()), 0, lane, gen=self.gen(room))
             status = scheduled_status(view, room)
@@ -686,12 +724,17 @@ class Gate:
         return response
 
     def unavailable(self, request: Request, room: RoomConfig, api: bool) -> Response:
-        headers = NO_STORE | {"Retry-After": "10"}
+        """The line cannot be reached for something that needs it (a new place, a pass).
+        An app gets a 503 with Retry-After, the standard "try again"; a person gets a page
+        that says their place is kept and tries again by itself, not an error page."""
         if api:
             return self.error_json(
-                503, "unavailable", "The waiting room is briefly unavailable; retry soon.", headers
+                503,
+                "unavailable",
+                "The waiting room is briefly unavailable; retry soon.",
+                NO_STORE | {"Retry-After": "10"},
             )
-        return self.message(request, room, "unavailable", 503, headers)
+        return self.message(request, room, "unavailable", 200)
 
     def message(
         self,
