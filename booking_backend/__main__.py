@@ -1,4 +1,5 @@
-"""Run the booking site: ``python -m booking_backend --port 8081``."""
+"""Run the booking site: ``python -m booking_backend`` (port 8001, where the gateway's
+default WAITROOM_BACKEND_URL and ``waitroom up`` expect it)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,24 @@ import argparse
 
 import uvicorn
 
+DEFAULT_PORT = 8001
 
-def main(argv: list[str] | None = None) -> None:
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m booking_backend",
         description="The vaccination booking site; configured by BACKEND_* env vars.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="default %(default)s, as the gateway expects"
+    )
     parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     uvicorn.run(
         "booking_backend.app:create_app",
         factory=True,

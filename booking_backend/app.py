@@ -46,6 +46,7 @@ from booking_backend.pages import Pages
 from booking_backend.passcheck import AdmissionPassMiddleware
 from booking_backend.rendering import STATIC_DIR, error_response
 from booking_backend.settings import BackendSettings
+from booking_backend.single_process import SiteLock
 from booking_backend.sms import SmsGateway
 
 _HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -67,14 +68,20 @@ def create_app(
     db = Database(settings.db_path)
     flow = BookingFlow(settings, db, SmsGateway(settings.sms_per_second), clock)
 
+    site_lock = SiteLock(settings.db_path)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(db.open)
+        site_lock.acquire()  # before anything else: a second worker must not seed or serve
         try:
-            await flow.open()
-            yield
+            await anyio.to_thread.run_sync(db.open)
+            try:
+                await flow.open()
+                yield
+            finally:
+                db.close()
         finally:
-            db.close()
+            site_lock.release()
 
     routes: list[BaseRoute] = [
         *Pages(flow).routes(),

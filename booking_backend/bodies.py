@@ -59,7 +59,9 @@ async def read_json(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except ValueError:  # includes UnicodeDecodeError
+    # RecursionError: thousands of nested brackets fit under the size cap, and the parser
+    # gives up on them with that rather than a ValueError.
+    except (ValueError, RecursionError):  # ValueError includes UnicodeDecodeError
         raise Refusal("invalid_json") from None
     if not isinstance(data, dict):
         raise Refusal("invalid_json")

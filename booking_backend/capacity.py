@@ -34,16 +34,23 @@ def service_time_ms(
     return base_ms + per_request_ms * (others_in_flight + waiting)
 
 
-def retry_after_s(*, waiting: int, max_in_flight: int, service_ms: float) -> int:
+def retry_after_s(
+    *, waiting: int, max_in_flight: int, service_ms: float, queue_timeout_s: float
+) -> int:
     """Seconds a rejected client should wait before retrying.
 
     Estimates how long the current queue needs to drain, one batch of ``max_in_flight`` at a
-    time. Whole seconds because Retry-After only carries integers, and never below 1 so that
-    obedient clients cannot retry in a tight loop.
+    time, but never more than ``queue_timeout_s`` plus one service time: by then everyone
+    waiting now has been served or turned away, so a retry meets a fresh queue. Without that
+    cap the estimate grows with the square of the queue (more batches, each slower), and a
+    burst of thousands would tell people to come back in hours. Whole seconds because
+    Retry-After only carries integers, and never below 1 so that obedient clients cannot
+    retry in a tight loop.
     """
-    if waiting < 0 or service_ms < 0:
-        raise ValueError("waiting and service time must not be negative")
+    if waiting < 0 or service_ms < 0 or queue_timeout_s < 0:
+        raise ValueError("waiting, service time and queue timeout must not be negative")
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
     batches_ahead = waiting // max_in_flight + 1
-    return max(1, math.ceil(batches_ahead * service_ms / 1000))
+    drain_s = batches_ahead * service_ms / 1000
+    return max(1, math.ceil(min(drain_s, queue_timeout_s + service_ms / 1000)))

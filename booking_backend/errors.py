@@ -76,7 +76,10 @@ PROBLEMS: dict[str, Problem] = {
     "invalid_release": Problem(
         400, 'Send {"centre": id, "day": "YYYY-MM-DD", "slots": n} with 1 <= n <= 10000.'
     ),
-    "invalid_rate": Problem(400, 'Send {"per_second": n} with n > 0.'),
+    "release_day_out_of_range": Problem(
+        400, "Release slots for a day from today (UTC) up to 366 days ahead."
+    ),
+    "invalid_rate": Problem(400, 'Send {"per_second": n} with 0.01 <= n <= 100000.'),
     "admin_disabled": Problem(
         403, "Admin endpoints are off: start the backend with BACKEND_ADMIN_TOKEN set."
     ),

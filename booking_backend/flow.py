@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import partial
 
 from booking_backend import inventory, pin_store
@@ -49,8 +49,8 @@ class BookingFlow:
         self.sms = sms
         self.clock = clock
         # Cached for the sold-out header on every reply, which must not touch the disk;
-        # refreshed after every write. Exact for one process (how the site runs); with
-        # several, each one catches up on its own next write or health check.
+        # refreshed after every write. Exact because the site is one process
+        # (single_process), so every write goes through here.
         self.slots_left = 0
 
     @property
@@ -205,6 +205,8 @@ class BookingFlow:
 
     async def release(self, centre_id: str, raw_day: str, count: int) -> int:
         day = inventory.parse_day(raw_day)
+        if not inventory.releasable(day, today=datetime.fromtimestamp(self.clock(), UTC).date()):
+            raise Refusal("release_day_out_of_range")
         try:
             return await self.db.run(
                 partial(inventory.release, centre_id=centre_id, day=day, count=count)

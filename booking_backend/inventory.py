@@ -26,6 +26,9 @@ OPEN_MINUTES = 10 * 60  # ... for ten hours
 # No 0/O or 1/I: references are read out over the phone and typed from paper.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 MAX_RELEASE = 10_000
+# A delivery is for a day people can still come on, and within a year: 1999-01-01 or
+# 9999-12-31 is a typo that would otherwise add unbookable or absurd days to the list.
+MAX_RELEASE_DAYS_AHEAD = 366
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,11 @@ def booking_for_phone(conn: sqlite3.Connection, phone: str) -> Booking | None:
 def booking_by_reference(conn: sqlite3.Connection, reference: str) -> Booking | None:
     row = _booking_row(conn, "b.reference", reference.strip().upper())
     return _booking(row) if row is not None else None
+
+
+def releasable(day: date, *, today: date) -> bool:
+    """Whether ops may release slots on ``day``: from ``today`` to a year ahead."""
+    return today <= day <= today + timedelta(days=MAX_RELEASE_DAYS_AHEAD)
 
 
 def release(conn: sqlite3.Connection, centre_id: str, day: date, count: int) -> int:

@@ -75,6 +75,7 @@ class CapacityLimitMiddleware:
             waiting=self.counters.waiting,
             max_in_flight=self.settings.max_in_flight,
             service_ms=self._service_time_ms(others_in_flight=self.counters.in_flight),
+            queue_timeout_s=self.settings.queue_timeout_s,
         )
         detail = (
             "The booking site is handling too many requests right now. "

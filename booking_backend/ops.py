@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,9 +24,7 @@ from booking_backend.inventory import MAX_RELEASE
 from booking_backend.metrics import BackendMetrics
 from booking_backend.phones import normalise_phone
 from booking_backend.rendering import error_response, refusal_response
-from booking_backend.settings import BackendSettings
-
-MAX_SMS_PER_SECOND = 100_000.0
+from booking_backend.settings import BackendSettings, sms_rate_allowed
 
 
 class Ops:
@@ -126,8 +123,7 @@ class Ops:
             if (
                 not isinstance(rate, int | float)
                 or isinstance(rate, bool)
-                or not math.isfinite(rate)
-                or not 0 < rate <= MAX_SMS_PER_SECOND
+                or not sms_rate_allowed(rate)
             ):
                 raise Refusal("invalid_rate")
         except Refusal as refusal:

@@ -2,8 +2,16 @@
 
 The gateway only forwards visitors holding an admission pass, but the booking site is often
 reachable by other routes (a leaked address, a misrouted load balancer). With
-BACKEND_WAITROOM_SECRET set, the site checks the same signed pass cookie itself, and that the
+BACKEND_WAITROOM_SECRET set, the site checks the same signed pass itself, and that the
 visitor the gateway names (``X-Waitroom-Visitor``) is the one the pass was issued to.
+
+Under /book, the booking flow and the room the gateway protects, the gateway names the
+visitor on every request it forwards, so the header is required there: a browser that goes
+round the gateway with a valid pass cookie (cookies do not care about the port) is refused.
+The header is not a credential (the visitor id is readable in the pass), so this stops
+browsers, not someone writing their own client; the pass is what keeps those out. Outside
+/book (the home page every page links to) the gateway proxies without a line and names
+nobody, so there the pass alone is enough, and a header, if sent, must still match.
 Probes, metrics, ops endpoints, the simulation harness and static files stay open.
 """
 
@@ -27,6 +35,12 @@ OPEN_PREFIXES = ("/_backend/", "/_sim/", "/static/")
 
 
 PASS_HEADER = "x-waitroom-pass"
+# The room the gateway protects, where it always names the visitor (see the docstring).
+FLOW_PREFIX = "/book"
+
+
+def gateway_names_the_visitor(path: str) -> bool:
+    return path == FLOW_PREFIX or path.startswith(FLOW_PREFIX + "/")
 
 
 def pass_cookie(room: str) -> str:
@@ -64,8 +78,8 @@ class AdmissionPassMiddleware:
     def problem(self, request: Request) -> str | None:
         """Why this request may not pass, or None if it may."""
         # The gateway hands the pass over in a header (a visitor let straight through has it
-        # only in the response's Set-Cookie); a browser going round the gateway sends the
-        # cookie. Either way it is the same signed pass, checked the same way.
+        # only in the response's Set-Cookie); otherwise the visitor's own cookie comes along.
+        # Either way it is the same signed pass, checked the same way.
         value = request.headers.get(PASS_HEADER) or request.cookies.get(self.cookie)
         if not value:
             return "no pass"
@@ -76,6 +90,8 @@ class AdmissionPassMiddleware:
         if admission.room != self.room:
             return f"pass for room {admission.room!r}"
         visitor = request.headers.get(VISITOR_HEADER)
+        if visitor is None and gateway_names_the_visitor(request.scope.get("path", "")):
+            return "no X-Waitroom-Visitor: not forwarded by the gateway"
         if visitor is not None and not hmac.compare_digest(
             # Bytes: compare_digest refuses non-ASCII str, and a header may carry anything.
             visitor.encode("latin-1"),

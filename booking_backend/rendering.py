@@ -6,6 +6,7 @@ request state for the metrics middleware, so error counts come from one place.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,14 +29,32 @@ ERROR_CODE_STATE = "booking_error_code"
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def utc_datetime(timestamp: float) -> datetime:
+    """Unix time as an aware UTC datetime, clamped to the years 1 to 9999.
+
+    A time computed from a model (an SMS queued behind a very slow operator) can lie beyond
+    what datetime holds; the reply then shows the last moment it can, rather than failing.
+    """
+    if math.isnan(timestamp):
+        raise ValueError("timestamp is NaN")
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _LATEST if timestamp > 0 else _EARLIEST
+
+
 def clock_time(timestamp: float) -> str:
     """Unix time as "08:05:00 UTC", for pages."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S UTC")
+    return utc_datetime(timestamp).strftime("%H:%M:%S UTC")
 
 
 def iso_time(timestamp: float) -> str:
     """Unix time as ISO 8601 in UTC with milliseconds, for the API."""
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return utc_datetime(timestamp).isoformat(timespec="milliseconds")
 
 
 def long_date(day: date) -> str:

@@ -26,8 +26,8 @@ def secret_for(settings: BackendSettings) -> str:
     """BACKEND_SESSION_SECRET, or a random secret for this process.
 
     A random secret is fine for a simulator: sessions last minutes, and a restart only asks
-    people to verify their phone again; their bookings are in the database. Several workers
-    or processes must share BACKEND_SESSION_SECRET.
+    people to verify their phone again; their bookings are in the database. Set
+    BACKEND_SESSION_SECRET to keep sessions across a restart.
     """
     return settings.session_secret or secrets.token_urlsafe(32)
 

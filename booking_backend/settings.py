@@ -11,7 +11,7 @@
 | BACKEND_DAYS | 14 | bookable days per centre |
 | BACKEND_SLOTS_PER_DAY | 200 | appointments per centre and day |
 | BACKEND_FIRST_DAY | today | first bookable day (YYYY-MM-DD) |
-| BACKEND_SMS_PER_SECOND | 20 | SMS gateway throughput; ops can change it live |
+| BACKEND_SMS_PER_SECOND | 20 | SMS gateway throughput (0.01 to 100000); ops can change it live |
 | BACKEND_PIN_TTL_S | 300 | a PIN is valid this long after it was requested |
 | BACKEND_PIN_ATTEMPTS | 3 | wrong PINs allowed before a new one is needed |
 | BACKEND_PIN_RESEND_S | 60 | a repeated PIN request within this reuses the PIN |
@@ -60,6 +60,10 @@ BUILT_IN_CENTRES = (
 MAX_CENTRES = 1000
 MAX_SLOTS_PER_DAY = 10_000
 MAX_DAYS = 366
+# An operator slower than one SMS a minute and a half, or faster than any real one, is a
+# typo; and at 1e-300 a second the next delivery time is past anything a clock can show.
+MIN_SMS_PER_SECOND = 0.01
+MAX_SMS_PER_SECOND = 100_000.0
 
 _Number = TypeVar("_Number", int, float)
 
@@ -136,12 +140,16 @@ class BackendSettings:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         positive = {
             "queue_timeout_s (BACKEND_QUEUE_TIMEOUT_S)": self.queue_timeout_s,
-            "sms_per_second (BACKEND_SMS_PER_SECOND)": self.sms_per_second,
             "pin_ttl_s (BACKEND_PIN_TTL_S)": self.pin_ttl_s,
         }
         for name, value in positive.items():
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not sms_rate_allowed(self.sms_per_second):
+            raise ValueError(
+                "sms_per_second (BACKEND_SMS_PER_SECOND) must be between "
+                f"{MIN_SMS_PER_SECOND:g} and {MAX_SMS_PER_SECOND:g}, got {self.sms_per_second}"
+            )
         if str(self.db_path) in ("", ":memory:") or str(self.db_path).startswith("file::memory:"):
             raise ValueError("BACKEND_DB must be a file path: bookings must survive a restart")
         if not self.centres:
@@ -183,6 +191,12 @@ class BackendSettings:
                 s.strip() for s in env.get("BACKEND_WAITROOM_SECRET", "").split(",") if s.strip()
             ),
         )
+
+
+def sms_rate_allowed(per_second: float) -> bool:
+    """Whether ``per_second`` is a believable SMS throughput, at start-up or set live."""
+    # NaN fails both comparisons; an int is compared exactly, so a huge one cannot overflow.
+    return MIN_SMS_PER_SECOND <= per_second <= MAX_SMS_PER_SECOND
 
 
 def _check_at_least(name: str, value: int, low: int, high: int | None = None) -> None:

@@ -40,6 +40,7 @@ from .pages import Pages
 from .proxy import BackendProxy
 from .receipts import Receipts
 from .settings import REPO_ROOT, Settings
+from .sold_out import SoldOutSignal
 from .visitors import Gate
 
 log = logging.getLogger("waitroom.gateway")
@@ -151,6 +152,7 @@ def create_app(
         allow=settings.ops_allow,
         invitations=invitations,
         cookie_secure=settings.cookie_secure,
+        lane_views=keeper.lane_views,
     )
     autopilot = AutopilotRunner(
         keeper.store, audit, list(settings.rooms), period=settings.autopilot_seconds
@@ -166,11 +168,17 @@ def create_app(
         cookie_secure=settings.cookie_secure,
         metrics=metrics,
     )
+    sold_out = SoldOutSignal(keeper.store, audit, gate.room_for_path)
+    proxy.watch(sold_out.reply)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await keeper.start()
-        tasks = [asyncio.create_task(keeper.run()), asyncio.create_task(run_autopilot())]
+        tasks = [
+            asyncio.create_task(keeper.run()),
+            asyncio.create_task(run_autopilot()),
+            asyncio.create_task(sold_out.run()),
+        ]
         try:
             yield
         finally:

@@ -106,6 +106,11 @@ def _tell(
         observe(status, time.perf_counter() - started, backend_error)
 
 
+# Told of every reply the backend sent, with the request it answers (e.g. to read a signal
+# the backend puts in a header). Called inline on each proxied request: it must be cheap.
+ReplyWatcher = Callable[[Request, httpx.Headers], None]
+
+
 class _UpstreamResponse(StreamingResponse):
     """Streams the backend's raw body and always releases its pooled connection."""
 
@@ -163,6 +168,10 @@ class BackendProxy:
         # httpx adds Accept, Accept-Encoding and User-Agent defaults; the backend must see
         # only what the visitor sent (e.g. no gzip the visitor cannot decode).
         self._client.headers.clear()
+        self._watchers: list[ReplyWatcher] = []
+
+    def watch(self, watcher: ReplyWatcher) -> None:
+        self._watchers.append(watcher)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -229,6 +238,8 @@ class BackendProxy:
             _tell(observe, 400, started, backend_error=False)
             return Response(status_code=400)
         _tell(observe, upstream.status_code, started, backend_error=False)
+        for watcher in self._watchers:
+            watcher(request, upstream.headers)
 
         drop = _drop_set(upstream.headers.raw) | _REPLACED_ON_RESPONSE
         response_headers = [

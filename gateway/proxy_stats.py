@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 WINDOW_SECONDS = 5
 BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+TOP_MS = BOUNDS_MS[-1]  # slower requests share one open-ended bucket
 
 
 def window_of(unix_seconds: float) -> int:
@@ -48,13 +49,23 @@ def merge(windows: list[dict[str, int]]) -> dict[str, int]:
 
 
 def percentile_ms(counts: Mapping[str, int], q: float) -> float | None:
-    """The bucket bound below which a share `q` of requests finished (None if none)."""
+    """The bucket bound below which a share `q` of requests finished (None if none).
+
+    Requests slower than the top bound count as the top bound: the figure then means "at
+    least TOP_MS" (`beyond_top` says when), and stays a finite number that JSON can carry."""
     n = counts.get("n", 0)
     if n == 0:
         return None
     seen = 0
-    for i, bound in enumerate((*BOUNDS_MS, float("inf"))):
+    for i, bound in enumerate(BOUNDS_MS):
         seen += counts.get(f"b{i}", 0)
         if seen >= q * n:
             return float(bound)
-    return float("inf")
+    return float(TOP_MS)
+
+
+def beyond_top(counts: Mapping[str, int], q: float) -> bool:
+    """True when the request at share `q` took longer than the top bound (TOP_MS)."""
+    n = counts.get("n", 0)
+    slow = counts.get(f"b{len(BOUNDS_MS)}", 0)
+    return n > 0 and n - slow < q * n

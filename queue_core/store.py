@@ -61,6 +61,7 @@ class LineStore:
         self._configure = redis.register_script(script_source("configure"))
         self._where = redis.register_script(script_source("where"))
         self._restore = redis.register_script(script_source("restore"))
+        self._sold_out_signal = redis.register_script(script_source("sold_out_signal"))
         self._keys: dict[str, RoomKeys] = {}
         # Each room's lanes and their shares of the outflow, main lane ("") first.
         self.lanes: dict[str, dict[str, float]] = {}
@@ -103,6 +104,8 @@ class LineStore:
         changes: dict[str, Any] = {}
         if sold_out is not None:
             changes["sold_out"] = int(sold_out)
+            # Set by hand: the booking site's signal must not undo it (see sold_out_signal).
+            changes["sold_out_by"] = "ops"
         if max_active is not None:
             changes["max_active"] = int(max_active)
         if autopilot is not None:
@@ -130,6 +133,14 @@ class LineStore:
         if changes:
             pairs = [x for item in changes.items() for x in item]
             await self._configure(keys=[self.keys(room).state], args=[_now_arg(now_us), *pairs])
+
+    async def follow_sold_out_signal(self, room: str, sold_out: bool) -> bool | None:
+        """The booking site says it is (or is no longer) sold out. Returns the room's new
+        sold-out mode if this call changed it; None if the news was old or changed nothing."""
+        changed = int(
+            await self._sold_out_signal(keys=[self.keys(room).state], args=[int(sold_out)])
+        )
+        return None if changed == 0 else changed > 0
 
     async def join(
         self,

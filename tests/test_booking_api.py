@@ -4,7 +4,7 @@ can go wrong, and the sold-out signal. PINs come from the simulation inbox."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -25,7 +25,13 @@ FIRST_DAY = date(2021, 1, 15)
 PRAHA = "praha-vystaviste"
 BRNO = "brno-exhibition-centre"
 DAY = FIRST_DAY.isoformat()
+# Releases are for today (UTC) up to a year ahead, whatever day the inventory starts on.
+TODAY = datetime.now(UTC).date()
+RELEASE_DAY = (TODAY + timedelta(days=5)).isoformat()
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+# Under the 16 KB body cap, but far deeper than the JSON parser will recurse.
+DEEP_LISTS = b"[" * 5000 + b"]" * 5000
+DEEP_OBJECTS = b'{"a":' * 2500 + b"1" + b"}" * 2500
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +119,8 @@ def test_malformed_phone_numbers_get_a_clear_400(
         (b"\xff\xfe", "application/json", 400, "invalid_json"),
         (b"phone=%2B420601123456", "application/x-www-form-urlencoded", 415, None),
         (b'{"phone": "' + b"1" * 20_000 + b'"}', "application/json", 413, "body_too_large"),
+        (DEEP_LISTS, "application/json", 400, "invalid_json"),
+        (DEEP_OBJECTS, "application/json", 400, "invalid_json"),
     ],
 )
 def test_unreadable_bodies_get_a_clear_4xx(
@@ -121,6 +129,27 @@ def test_unreadable_bodies_get_a_clear_4xx(
     response = client.post("/book/api/pin", content=content, headers={"content-type": content_type})
     assert response.status_code == status
     assert error_of(response) == (code or "unsupported_media_type")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/book/api/pin",
+        "/book/api/pin/verify",
+        "/book/api/bookings",
+        "/book/api/registrations",
+        "/_backend/admin/release",
+        "/_backend/admin/sms-rate",
+    ],
+)
+def test_deeply_nested_json_is_refused_by_every_endpoint_with_a_body(
+    client: httpx.Client, path: str
+) -> None:
+    for body in (DEEP_LISTS, DEEP_OBJECTS):
+        response = client.post(
+            path, content=body, headers={"content-type": "application/json", **ADMIN}
+        )
+        assert (response.status_code, error_of(response)) == (400, "invalid_json"), path
 
 
 def test_checking_a_pin_before_asking_for_one(client: httpx.Client) -> None:
@@ -169,6 +198,29 @@ def test_a_pin_works_once(base_url: str) -> None:
         assert phone_app.post("/book/api/pin/verify", json={"pin": pin}).status_code == 200
         replay = laptop.post("/book/api/pin/verify", json={"pin": pin})
         assert (replay.status_code, error_of(replay)) == (409, "pin_used")
+
+
+def test_a_pin_superseded_by_a_newer_one(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ana asks on her phone, then again on her laptop once a new PIN may be sent (here at
+    once): the phone's session now waits for a PIN that no longer exists."""
+    db = tmp_path_factory.mktemp("superseded") / "booking.sqlite3"
+    env = backend_env(db, BACKEND_PIN_RESEND_S="0")
+    phone = new_phone()
+    with run_server(BOOKING_APP, env=env) as url, visitor(url) as mobile, visitor(url) as laptop:
+        mobile.post("/book/api/pin", json={"phone": phone})
+        first = wait_for_pin(mobile, phone)
+        assert laptop.post("/book/api/pin", json={"phone": phone}).json()["new_pin_sent"]
+        latest = wait_for_pin(laptop, phone, count=2)
+
+        # Neither PIN fits the phone's older request; as many tries as a PIN allows.
+        for pin in (first, latest, first):
+            stale = mobile.post("/book/api/pin/verify", json={"pin": pin})
+            assert (stale.status_code, error_of(stale)) == (409, "pin_superseded")
+            assert "A newer PIN was sent" in stale.json()["detail"]
+        assert mobile.get("/book/api/booking").status_code == 401
+        # Superseded is not a wrong guess: the latest PIN is not locked by those three.
+        checked = laptop.post("/book/api/pin/verify", json={"pin": latest})
+        assert checked.status_code == 200 and checked.json()["phone"] == phone
 
 
 # --- choosing and booking ----------------------------------------------------------------
@@ -393,13 +445,13 @@ def test_sell_out_register_without_a_date_then_a_new_delivery(tiny: str) -> None
         # Ops release a new delivery: the registrant books and keeps the reference.
         released = cleo.post(
             "/_backend/admin/release",
-            json={"centre": PRAHA, "day": "2021-01-20", "slots": 3},
+            json={"centre": PRAHA, "day": RELEASE_DAY, "slots": 3},
             headers=ADMIN,
         )
         assert released.status_code == 200
         assert released.json()["day_slots_left"] == 3 and released.json()["sold_out"] is False
         assert released.headers["X-Booking-Sold-Out"] == "0"
-        booked = cleo.post("/book/api/bookings", json={"centre": PRAHA, "day": "2021-01-20"})
+        booked = cleo.post("/book/api/bookings", json={"centre": PRAHA, "day": RELEASE_DAY})
         assert booked.status_code == 201
         assert booked.json()["booking"]["reference"] == registration["reference"]
         assert booked.json()["booking"]["status"] == "booked"
@@ -416,14 +468,30 @@ def test_sell_out_register_without_a_date_then_a_new_delivery(tiny: str) -> None
 @pytest.mark.parametrize(
     ("headers", "body", "status", "code"),
     [
-        ({}, {"centre": PRAHA, "day": DAY, "slots": 1}, 401, "unauthorized"),
-        ({"Authorization": "Bearer wrong"}, {"centre": PRAHA, "day": DAY, "slots": 1}, 401, None),
+        ({}, {"centre": PRAHA, "day": RELEASE_DAY, "slots": 1}, 401, "unauthorized"),
+        (
+            {"Authorization": "Bearer x"},
+            {"centre": PRAHA, "day": RELEASE_DAY, "slots": 1},
+            401,
+            None,
+        ),
         ({"Authorization": ADMIN_TOKEN}, {"centre": PRAHA, "day": DAY, "slots": 1}, 401, None),
-        (ADMIN, {"centre": "mars", "day": DAY, "slots": 1}, 404, "unknown_centre"),
+        (ADMIN, {"centre": "mars", "day": RELEASE_DAY, "slots": 1}, 404, "unknown_centre"),
         (ADMIN, {"centre": PRAHA, "day": "soon", "slots": 1}, 400, "invalid_day"),
-        (ADMIN, {"centre": PRAHA, "day": DAY, "slots": 0}, 400, "invalid_release"),
-        (ADMIN, {"centre": PRAHA, "day": DAY, "slots": "5"}, 400, "invalid_release"),
-        (ADMIN, {"centre": PRAHA, "day": DAY, "slots": 10_001}, 400, "invalid_release"),
+        (ADMIN, {"centre": PRAHA, "day": RELEASE_DAY, "slots": 0}, 400, "invalid_release"),
+        (ADMIN, {"centre": PRAHA, "day": RELEASE_DAY, "slots": "5"}, 400, "invalid_release"),
+        (ADMIN, {"centre": PRAHA, "day": RELEASE_DAY, "slots": 10_001}, 400, "invalid_release"),
+        # A day that is over, or absurdly far ahead, is a typo rather than a delivery.
+        *(
+            (ADMIN, {"centre": PRAHA, "day": day, "slots": 1}, 400, "release_day_out_of_range")
+            for day in [
+                "1999-01-01",
+                "9999-12-31",
+                DAY,  # the first day of the inventory, long gone
+                (TODAY - timedelta(days=1)).isoformat(),
+                (TODAY + timedelta(days=367)).isoformat(),
+            ]
+        ),
     ],
 )
 def test_release_refuses_bad_requests(
@@ -442,8 +510,46 @@ def test_release_refuses_bad_requests(
     assert client.get("/_backend/sold-out").json()["slots_left"] == before
 
 
+def test_release_accepts_today_to_a_year_ahead(client: httpx.Client) -> None:
+    for day in (TODAY, TODAY + timedelta(days=366)):
+        body = {"centre": BRNO, "day": day.isoformat(), "slots": 1}
+        response = client.post("/_backend/admin/release", json=body, headers=ADMIN)
+        assert (response.status_code, response.json()["day_slots_left"]) == (200, 1), day
+        days = client.get("/book/api/availability").json()["centres"][1]["days"]
+        assert {"day": day.isoformat(), "slots_left": 1} in days
+
+
 def test_sms_rate_refuses_bad_requests(client: httpx.Client) -> None:
-    for body in [{}, {"per_second": 0}, {"per_second": "200"}, {"per_second": True}]:
+    for body in [
+        {},
+        {"per_second": 0},
+        {"per_second": "200"},
+        {"per_second": True},
+        {"per_second": 1e-300},  # accepted once, then every PIN request was a 500
+        {"per_second": 0.009},
+        {"per_second": 100_001},
+        {"per_second": 10**400},
+    ]:
         response = client.post("/_backend/admin/sms-rate", json=body, headers=ADMIN)
         assert (response.status_code, error_of(response)) == (400, "invalid_rate"), body
+        assert "0.01 <= n <= 100000" in response.json()["detail"]
     assert client.post("/_backend/admin/sms-rate", json={"per_second": 5}).status_code == 401
+    # Nothing changed: PINs still go out at once.
+    phone = new_phone()
+    assert client.post("/book/api/pin", json={"phone": phone}).status_code == 202
+    wait_for_pin(client, phone, timeout_s=1)
+
+
+def test_sms_rate_accepts_the_bounds(client: httpx.Client) -> None:
+    try:
+        for rate in (0.01, 100_000):
+            response = client.post(
+                "/_backend/admin/sms-rate", json={"per_second": rate}, headers=ADMIN
+            )
+            assert (response.status_code, response.json()["per_second"]) == (200, rate)
+            # The slowest operator: the PIN is 100 s away, and the reply says when.
+            sent = client.post("/book/api/pin", json={"phone": new_phone()})
+            assert sent.status_code == 202
+            assert sent.json()["sms_expected_at"] is not None
+    finally:
+        client.post("/_backend/admin/sms-rate", json={"per_second": 10_000}, headers=ADMIN)

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,13 +28,15 @@ from starlette.routing import Route
 from test_booking_support import BOOKING_APP
 
 from booking_backend import inventory
+from booking_backend.__main__ import parse_args
 from booking_backend.app import create_app
 from booking_backend.capacity import retry_after_s, service_time_ms
 from booking_backend.database import Database
 from booking_backend.headers import SoldOutHeaderMiddleware
 from booking_backend.last_resort import LastResortMiddleware
 from booking_backend.settings import BackendSettings, numbered_centres
-from helpers import run_server
+from gateway.settings import Settings as GatewaySettings
+from helpers import REPO_ROOT, run_server
 
 # No artificial latency: page tests check content, not timing. Inbox and admin stay off.
 FAST_ENV = {
@@ -84,20 +92,30 @@ def test_service_time_rejects_negative_inputs(
 
 
 @pytest.mark.parametrize(
-    ("waiting", "max_in_flight", "service_ms", "expected"),
+    ("waiting", "max_in_flight", "service_ms", "queue_timeout_s", "expected"),
     [
-        (0, 8, 40, 1),  # never below one second
-        (0, 1, 2500, 3),  # rounded up to whole seconds
-        (4, 2, 1000, 3),  # two batches ahead plus our own
-        (5, 2, 1000, 3),
-        (6, 2, 1000, 4),
-        (0, 2, 0, 1),
+        (0, 8, 40, 5, 1),  # never below one second
+        (0, 1, 2500, 5, 3),  # rounded up to whole seconds
+        (4, 2, 1000, 5, 3),  # two batches ahead plus our own
+        (5, 2, 1000, 5, 3),
+        (6, 2, 1000, 5, 4),
+        (0, 2, 0, 5, 1),
+        (0, 2, 0, 0, 1),
+        # Capped at the queue timeout plus one service time: by then the queue is new.
+        (6, 2, 1000, 0.5, 2),
+        (1000, 8, 40 + 15 * 1007, 5, 21),  # not the 32 minutes the queue would take
+        (10_000, 8, 40 + 15 * 10_007, 5, 156),  # not 2.2 days
     ],
 )
 def test_retry_after_estimates_queue_drain_time(
-    waiting: int, max_in_flight: int, service_ms: float, expected: int
+    waiting: int, max_in_flight: int, service_ms: float, queue_timeout_s: float, expected: int
 ) -> None:
-    got = retry_after_s(waiting=waiting, max_in_flight=max_in_flight, service_ms=service_ms)
+    got = retry_after_s(
+        waiting=waiting,
+        max_in_flight=max_in_flight,
+        service_ms=service_ms,
+        queue_timeout_s=queue_timeout_s,
+    )
     assert got == expected
 
 
@@ -140,6 +158,21 @@ def test_settings_read_from_env() -> None:
 def test_settings_reject_bad_env_values_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         BackendSettings.from_env({name: value})
+
+
+def test_python_m_booking_backend_listens_where_the_gateway_looks() -> None:
+    gateway_default = next(f.default for f in fields(GatewaySettings) if f.name == "backend_url")
+    assert isinstance(gateway_default, str)
+    assert parse_args([]).port == urlsplit(gateway_default).port == 8001
+    shown = subprocess.run(
+        [sys.executable, "-m", "booking_backend", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "default 8001" in shown
 
 
 # --- pages and headers -------------------------------------------------------------------
@@ -350,10 +383,12 @@ def test_real_server_sheds_load_beyond_max_in_flight(overloaded_backend: str) ->
     ok, busy = statuses.count(200), statuses.count(503)
     assert ok >= 2
     assert busy >= 1
+    # The queue timeout (0.5 s) plus the slowest service time (300 + 15 * 19 ms), rounded up.
+    longest_retry_s = math.ceil(0.5 + (300 + 15 * (BURST_SIZE - 1)) / 1000)
     for response in responses:
         if response.status_code != 503:
             continue
-        assert int(response.headers["Retry-After"]) >= 1
+        assert 1 <= int(response.headers["Retry-After"]) <= longest_retry_s
         assert response.headers["X-Booking-Sold-Out"] == "0"  # even when shedding load
         if response.request.headers.get("accept") == "application/json":
             assert response.json()["error"] == "busy"
@@ -367,6 +402,41 @@ def test_real_server_sheds_load_beyond_max_in_flight(overloaded_backend: str) ->
     assert final["served"] + final["rejected"] == BURST_SIZE
     assert (final["served"], final["rejected"]) == (ok, busy)
     assert final["in_flight"] == final["waiting"] == 0
+
+
+CONCURRENT_ENV = {
+    "BACKEND_MAX_IN_FLIGHT": "2",
+    "BACKEND_QUEUE_TIMEOUT_S": "30",  # nobody is turned away: this is about waiting
+    "BACKEND_BASE_LATENCY_MS": "50",
+    "BACKEND_LATENCY_PER_REQUEST_MS": "10",
+}
+
+
+async def _latencies(base_url: str, *, alone: int, together: int) -> tuple[float, float]:
+    """Median seconds of ``alone`` requests one after another, then of ``together`` at once."""
+    limits = httpx.Limits(max_connections=together)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+
+        async def timed() -> float:
+            started = time.perf_counter()
+            response = await client.get("/book")
+            assert response.status_code == 200
+            return time.perf_counter() - started
+
+        await timed()  # warm up: connection, templates
+        single = [await timed() for _ in range(alone)]
+        burst = await asyncio.gather(*(timed() for _ in range(together)))
+    return statistics.median(single), statistics.median(burst)
+
+
+@pytest.mark.slow
+def test_latency_grows_with_concurrency(tmp_path: Path) -> None:
+    env = {**CONCURRENT_ENV, "BACKEND_DB": str(tmp_path / "booking.sqlite3")}
+    with run_server(BOOKING_APP, env=env) as base_url:
+        single, burst = asyncio.run(_latencies(base_url, alone=5, together=16))
+    # Sixteen at once through two workers: the median waits for about four batches, each
+    # slower than an idle one. Ratios within one run, so a busy machine cannot fake it.
+    assert burst > 3 * single, (single, burst)
 
 
 def test_create_app_uses_given_settings_over_env(

@@ -21,8 +21,9 @@ from booking_backend.pins import (
     may_send_new_pin,
     read_pin,
 )
+from booking_backend.rendering import clock_time, iso_time
 from booking_backend.settings import BackendSettings, Centre, slugify
-from booking_backend.sms import SmsGateway, next_delivery
+from booking_backend.sms import KEEP_PER_PHONE, MAX_INBOX_PHONES, SmsGateway, next_delivery
 
 # --- phone numbers -----------------------------------------------------------------------
 
@@ -135,6 +136,36 @@ def test_inbox_shows_only_delivered_messages_in_order() -> None:
     assert gateway.pending_delivery("+420601000001", now=10) is None
     backlog = gateway.backlog(now=10)
     assert (backlog.queued, backlog.delivered, backlog.oldest_queued_age_s) == (0, 4, 0.0)
+
+
+def test_the_inbox_keeps_the_latest_messages_of_the_latest_numbers() -> None:
+    gateway = SmsGateway(1000, keep_per_phone=3, max_phones=2)
+    for i in range(5):
+        gateway.send("+420601000001", f"Ana {i}", now=0.0)
+    gateway.send("+420601000002", "Ben", now=0.0)
+    assert [m.text for m in gateway.inbox("+420601000001", now=1)] == ["Ana 2", "Ana 3", "Ana 4"]
+    # A third number: the one delivered to least recently (Ana) is forgotten, not Ben.
+    gateway.send("+420601000003", "Cleo", now=2.0)
+    assert gateway.inbox("+420601000001", now=3) == []
+    assert [m.text for m in gateway.inbox("+420601000002", now=3)] == ["Ben"]
+    assert [m.text for m in gateway.inbox("+420601000003", now=3)] == ["Cleo"]
+    # A new message to Ben makes him the most recent, so Dan's arrival drops Cleo.
+    gateway.send("+420601000002", "Ben again", now=4.0)
+    gateway.send("+420601000004", "Dan", now=5.0)
+    assert gateway.inbox("+420601000003", now=6) == []
+    assert [m.text for m in gateway.inbox("+420601000002", now=6)] == ["Ben", "Ben again"]
+    assert gateway.backlog(now=6).delivered == 9  # forgetting is the inbox's, not the count's
+
+
+def test_the_inbox_is_bounded_by_default() -> None:
+    gateway = SmsGateway(100_000)
+    for i in range(KEEP_PER_PHONE + 5):
+        gateway.send("+420601000001", f"PIN {i}", now=0.0)
+    for i in range(MAX_INBOX_PHONES + 10):
+        gateway.send(f"+4207{i:08d}", "PIN", now=1.0)
+    assert len(gateway.inbox("+420601000001", now=0.5)) == KEEP_PER_PHONE
+    assert gateway.inbox("+420601000001", now=100) == []  # the oldest number, forgotten
+    assert gateway.inbox(f"+4207{MAX_INBOX_PHONES + 9:08d}", now=100) != []
 
 
 def test_raising_the_rate_drains_the_backlog_sooner() -> None:
@@ -266,6 +297,24 @@ def test_latency_window_forgets_old_samples() -> None:
     assert window.percentiles(now=200.0) == {"p50": None, "p95": None, "p99": None}
 
 
+# --- times in replies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "iso", "clock"),
+    [
+        (1610697600.0, "2021-01-15T08:00:00.000+00:00", "08:00:00 UTC"),
+        (1610697600.1234, "2021-01-15T08:00:00.123+00:00", "08:00:00 UTC"),
+        # Beyond what datetime holds (an SMS behind a very slow operator): clamped, no crash.
+        (1e300, "9999-12-31T23:59:59.999+00:00", "23:59:59 UTC"),
+        (math.inf, "9999-12-31T23:59:59.999+00:00", "23:59:59 UTC"),
+        (-1e300, "0001-01-01T00:00:00.000+00:00", "00:00:00 UTC"),
+    ],
+)
+def test_times_are_shown_in_utc_and_never_overflow(timestamp: float, iso: str, clock: str) -> None:
+    assert (iso_time(timestamp), clock_time(timestamp)) == (iso, clock)
+
+
 # --- slot times and days -------------------------------------------------------------------
 
 
@@ -361,6 +410,10 @@ def test_a_number_of_centres_uses_the_built_in_names() -> None:
         ("BACKEND_SLOTS_PER_DAY", "many"),
         ("BACKEND_FIRST_DAY", "15.1.2021"),
         ("BACKEND_SMS_PER_SECOND", "0"),
+        ("BACKEND_SMS_PER_SECOND", "1e-300"),  # the next SMS would be due after year 9999
+        ("BACKEND_SMS_PER_SECOND", "0.009"),
+        ("BACKEND_SMS_PER_SECOND", "100001"),
+        ("BACKEND_SMS_PER_SECOND", "nan"),
         ("BACKEND_PIN_TTL_S", "-1"),
         ("BACKEND_PIN_ATTEMPTS", "0"),
         ("BACKEND_SIM_INBOX", "maybe"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -147,6 +148,37 @@ def test_three_wrong_pins_lock_the_pin(browser: httpx.Client) -> None:
     assert "it was the last attempt. Request a new PIN." in text_of(locked)
     assert 'action="/book/pin"' not in locked.text  # no PIN form, only "send a new PIN"
     assert "Send me a new PIN" in text_of(locked)
+
+
+def test_an_expired_pin_is_explained_and_a_new_one_can_be_sent(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    db = tmp_path_factory.mktemp("pages-expired") / "booking.sqlite3"
+    ttl_s = 1.0  # long enough to fetch a PIN and type it, short enough to wait out
+    env = backend_env(db, BACKEND_PIN_TTL_S=str(ttl_s))
+    phone = new_phone()
+    with run_server(BOOKING_APP, env=env) as url, visitor(url) as browser:
+        asked_at = time.time()
+        see_other(browser.post("/book/phone", data={"phone": phone}), "/book/pin")
+        pin = wait_for_pin(browser, phone)
+        time.sleep(max(0.0, asked_at + ttl_s + 0.05 - time.time()))
+
+        late = browser.post("/book/pin", data={"pin": pin})
+        assert late.status_code == 410
+        assert "This PIN has expired: a PIN is valid for a limited time." in text_of(late)
+        assert 'role="alert"' in late.text
+        assert 'action="/book/pin"' not in late.text  # no form for a PIN that cannot work
+        assert "Send me a new PIN" in text_of(late)
+        assert "This PIN has expired. Please ask for a new one." in text_of(
+            browser.get("/book/pin")
+        )
+        assert browser.get("/book/centres").status_code == 401  # not verified
+
+        # The button on the page: a new PIN at once, which works.
+        see_other(browser.post("/book/phone", data={"phone": phone}), "/book/pin")
+        assert 'action="/book/pin"' in browser.get("/book/pin").text
+        fresh = wait_for_pin(browser, phone, count=2)
+        see_other(browser.post("/book/pin", data={"pin": fresh}), "/book/centres")
 
 
 def test_a_time_taken_meanwhile_offers_the_others(base_url: str) -> None:

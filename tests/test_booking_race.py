@@ -1,6 +1,7 @@
 """The last slots, for real: forty verified people confirm at once against five appointments
 in a real uvicorn process; then the process is killed with SIGKILL and started again on the
-same database file, and every confirmed booking must still be there."""
+same database file, and every confirmed booking must still be there. And one person
+confirming from several devices at once gets one booking."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-from test_booking_support import async_visitor, averify, backend_env, visitor
+from test_booking_support import async_visitor, averify, await_pin, backend_env, new_phone, visitor
 
-from helpers import REPO_ROOT, free_port
+from helpers import REPO_ROOT, free_port, run_server
 
 pytestmark = pytest.mark.slow
 
@@ -156,3 +157,57 @@ def test_last_slots_race_and_bookings_survive_kill_9(tmp_path: Path) -> None:
         assert signal_.headers["x-booking-sold-out"] == "1"
         assert anyone.get("/book").headers["x-booking-sold-out"] == "1"
         assert anyone.get("/nowhere").headers["x-booking-sold-out"] == "1"
+
+
+DEVICES = 6
+
+
+async def one_phone_many_devices(url: str) -> tuple[list[httpx.Response], list[str]]:
+    """One number verified in several sessions (a PIN works once, so one after another),
+    then every session confirms a different time at the same instant."""
+    phone = new_phone()
+    clients = [async_visitor(url) for _ in range(DEVICES)]
+    try:
+        for n, client in enumerate(clients, start=1):
+            assert (await client.post("/book/api/pin", json={"phone": phone})).status_code == 202
+            pin = await await_pin(client, phone, count=n)
+            checked = await client.post("/book/api/pin/verify", json={"pin": pin})
+            assert checked.status_code == 200, checked.text
+        replies = await asyncio.gather(
+            *(
+                c.post("/book/api/bookings", json={"centre": CENTRE, "day": DAY, "slot": slot})
+                for slot, c in enumerate(clients, start=1)
+            )
+        )
+        mine = await asyncio.gather(*(c.get("/book/api/booking") for c in clients))
+        return list(replies), [r.json()["booking"]["reference"] for r in mine]
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+
+
+def test_one_phone_confirming_from_several_devices_at_once_books_once(tmp_path: Path) -> None:
+    env = backend_env(
+        tmp_path / "booking.sqlite3",
+        BACKEND_CENTRES="1",
+        BACKEND_DAYS="1",
+        BACKEND_SLOTS_PER_DAY="20",
+        BACKEND_FIRST_DAY=DAY,
+    )
+    with run_server("booking_backend.app:create_app", env=env) as url:
+        replies, seen_by_each = asyncio.run(one_phone_many_devices(url))
+        with visitor(url) as ops:
+            inventory = ops.get("/_backend/health").json()["inventory"]
+
+    created = [r for r in replies if r.status_code == 201]
+    assert len(created) == 1, [(r.status_code, r.text) for r in replies]
+    booking = created[0].json()["booking"]
+    for reply in replies:
+        if reply is created[0]:
+            continue
+        # The others are told of the same booking, or refused clearly; never a second one.
+        if reply.status_code == 200:
+            assert reply.json() == {"booking": booking, "created": False}
+        else:
+            assert 400 <= reply.status_code < 500 and reply.json()["error"], reply.text
+    assert seen_by_each == [booking["reference"]] * DEVICES
+    assert inventory == {"slots_total": 20, "slots_left": 19, "bookings": 1, "registrations": 0}

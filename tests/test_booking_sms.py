@@ -1,12 +1,16 @@
 """The SMS bottleneck of 15 January 2021, in a real backend process: a burst of PIN requests
 queues at 20 messages a second, a PIN that arrives after it expired is useless, and raising
 the rate (as the operators did at 08:35) drains the queue. Delivery times come from the
-simulation inbox."""
+simulation inbox. The limit is per process, so the site refuses to run as several."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -22,7 +26,7 @@ from test_booking_support import (
     visitor,
 )
 
-from helpers import run_server
+from helpers import REPO_ROOT, free_port, run_server
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +162,51 @@ def test_a_pin_that_arrives_after_it_expired_cannot_be_used(
 
         # The expired PIN does not block a new request; that one is sent at once.
         assert client.post("/book/api/pin", json={"phone": phone}).json()["new_pin_sent"] is True
+
+
+def run_until_it_stops(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Start a backend that is expected to refuse to run; its exit code and output."""
+    command = [sys.executable, "-m", "uvicorn", BOOKING_APP, "--factory", "--host", "127.0.0.1"]
+    command += ["--port", str(free_port()), *args]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so its workers go down with it
+    )
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # workers would hold the pipe open
+        output, _ = process.communicate()
+        raise AssertionError(f"the backend kept running:\n{output}") from None
+    return process.returncode, output
+
+
+def test_several_workers_would_multiply_the_sms_limit_so_they_are_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    db = tmp_path_factory.mktemp("sms-workers") / "booking.sqlite3"
+    _, output = run_until_it_stops(backend_env(db), "--workers", "2")
+    # uvicorn's parent exits 0 even so; what counts is that nothing is left serving.
+    assert "another booking backend process" in output, output
+    assert "the site runs as exactly one process" in output
+    assert "failed to start, stopping the parent process" in output
+
+
+def test_a_second_process_on_the_same_database_is_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    db = tmp_path_factory.mktemp("sms-second") / "booking.sqlite3"
+    with run_server(BOOKING_APP, env=backend_env(db)) as url:
+        code, output = run_until_it_stops(backend_env(db))
+        assert code != 0
+        assert "another booking backend process" in output, output
+        assert "give each copy its own BACKEND_DB" in output
+        assert httpx.get(f"{url}/healthz").status_code == 200  # the first one carries on
+    # Once the first has stopped, the same file can be served again.
+    with run_server(BOOKING_APP, env=backend_env(db)) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200

@@ -354,5 +354,11 @@ def test_ops_dashboard_updates_live_and_changes_the_rate(browser: Browser, stack
     expect(page.locator("table")).to_contain_text("SMS gateway at 200/s")
     expect(page.locator("#room-book [data-k=rate_set_per_minute]")).to_have_text("42")
     page.wait_for_timeout(2500)  # let the charts draw
+    room = page.locator("#room-book")
+    expect(room.locator("svg.chart")).to_have_count(4)
+    for series in ("backend.p50_ms,backend.p95_ms", "backend.error_rate"):
+        expect(room.locator(f'svg.chart[data-series="{series}"] polyline')).not_to_have_count(0)
+    expect(room.locator("figcaption")).to_contain_text(["", "", "p50", "errors"])
+    expect(room.locator("[data-k=scheduled_opening]")).to_have_text("none")
     shot(page, "ops-dashboard")
     stack.line(lambda s: s.configure("book", rate_per_minute=0))

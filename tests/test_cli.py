@@ -61,6 +61,8 @@ def test_waitroom_up_starts_the_stack_and_ctrl_c_stops_it(tmp_path) -> None:  # 
             first = visitor.get("/book")
             assert first.status_code == 200
             assert "Visitor:" in first.text  # empty line: straight through to the booking site
+            # The site's own link to its home page, outside the room, still works.
+            assert visitor.get("/").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["ready"]
         # Defence in depth: the booking site itself refuses anyone who went round the line.
         direct = httpx.get(f"http://127.0.0.1:{backend_port}/book")

@@ -200,6 +200,19 @@ def test_grafana_dashboard_uses_only_metrics_the_gateway_defines() -> None:
         assert used <= defined, (expr, used - defined)
 
 
+def test_grafana_error_rate_is_the_share_of_5xx_replies() -> None:
+    # As on the ops dashboard: every 5xx the visitor got (the site's own 500s and 503s as
+    # well as the gateway's 502/504), over all proxied requests of the room.
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    panel = next(p for p in dashboard["panels"] if p["title"] == "Backend error rate")
+    (expr,) = (t["expr"] for t in panel["targets"])
+    errors, total = expr.split(" / ")
+    count = "waitroom_proxied_request_duration_seconds_count"
+    assert count in errors and 'status_class="5xx"' in errors
+    assert count in total and "status_class" not in total
+    assert "waitroom_backend_errors_total" not in expr
+
+
 # -- a real gateway with two workers ------------------------------------------------------
 
 

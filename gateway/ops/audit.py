@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 MAX_ENTRIES = 100_000  # about, trimmed by Redis in whole blocks (MAXLEN ~)
+PAGE_SIZE = 1000  # entries per XREVRANGE when reading the stream through
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,36 +51,59 @@ class AuditLog:
                 pipe.xadd(self.key, fields, maxlen=MAX_ENTRIES, approximate=True)
             await pipe.execute()
 
+    async def pages(
+        self, room: str | None = None, size: int = PAGE_SIZE
+    ) -> AsyncIterator[list[Entry]]:
+        """Every entry, newest first, a page at a time: the whole stream (up to MAX_ENTRIES)
+        without asking Redis for it in one reply."""
+        newest = "+"
+        while True:
+            raw: Any = await self.redis.xrevrange(self.key, max=newest, min="-", count=size)
+            if not raw:
+                return
+            page = [_entry(entry_id, fields) for entry_id, fields in raw]
+            yield [e for e in page if room is None or e.room == room]
+            if len(raw) < size:
+                return
+            newest = "(" + page[-1].id  # exclusive: go on just below the last one read
+
     async def recent(self, count: int = 100, room: str | None = None) -> list[Entry]:
-        raw: Any = await self.redis.xrevrange(self.key, count=count if room is None else count * 10)
-        entries = []
-        for entry_id, fields in raw or []:
-            f = {_s(k): _s(v) for k, v in (fields or {}).items()}
-            if room is not None and f.get("room") != room:
-                continue
-            entries.append(
-                Entry(
-                    _s(entry_id),
-                    f.get("at", ""),
-                    f.get("who", ""),
-                    f.get("room", ""),
-                    f.get("setting", ""),
-                    f.get("old", ""),
-                    f.get("new", ""),
-                    f.get("why", ""),
-                )
-            )
+        entries: list[Entry] = []
+        async for page in self.pages(room, size=min(PAGE_SIZE, max(count, 10))):
+            entries += page
+            if len(entries) >= count:
+                break
         return entries[:count]
 
 
-def as_csv(entries: Sequence[Entry]) -> str:
+def _entry(entry_id: bytes | str, fields: Mapping[Any, Any] | None) -> Entry:
+    f = {_s(k): _s(v) for k, v in (fields or {}).items()}
+    return Entry(
+        _s(entry_id),
+        f.get("at", ""),
+        f.get("who", ""),
+        f.get("room", ""),
+        f.get("setting", ""),
+        f.get("old", ""),
+        f.get("new", ""),
+        f.get("why", ""),
+    )
+
+
+def as_csv(entries: Iterable[Entry], *, header: bool = True) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(Entry.__slots__))
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for e in entries:
-        # A leading =, +, - or @ would run as a formula in a spreadsheet: quote it away.
-        writer.writerow({k: ("'" + v if v[:1] in "=+-@" else v) for k, v in asdict(e).items()})
+        writer.writerow({k: _cell(v) for k, v in asdict(e).items()})
     return buf.getvalue()
+
+
+def _cell(value: str) -> str:
+    # A leading =, +, - or @ would run as a formula in a spreadsheet: quote it away. An empty
+    # value stays empty (the empty string is "in" every string, so test for it first).
+    return "'" + value if value and value[0] in "=+-@" else value
 
 
 def _s(v: bytes | str) -> str:

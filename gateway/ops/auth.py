@@ -10,11 +10,12 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from itsdangerous import BadData, URLSafeTimedSerializer
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 SESSION_COOKIE = "wr_ops"
 SESSION_SALT = "waitroom.ops-session.v1"
@@ -75,15 +76,29 @@ class Session:
     csrf: str
 
 
+def _signer_on(clock: Callable[[], float]) -> type[TimestampSigner]:
+    class ClockedSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(clock())
+
+    return ClockedSigner
+
+
 class OpsAuth:
+    """`clock` stamps and ages sessions (tests make an old session without waiting 8 hours)."""
+
     def __init__(
-        self, users: Mapping[str, str], secret_keys: Sequence[str], max_age: int = 8 * 3600
+        self,
+        users: Mapping[str, str],
+        secret_keys: Sequence[str],
+        max_age: int = 8 * 3600,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.users = dict(users)
         self.max_age = max_age
         kwargs: dict[str, Any] = {"digest_method": hashlib.sha256}
         self._sessions = URLSafeTimedSerializer(
-            list(secret_keys), salt=SESSION_SALT, signer_kwargs=kwargs
+            list(secret_keys), salt=SESSION_SALT, signer=_signer_on(clock), signer_kwargs=kwargs
         )
 
     @property
@@ -111,6 +126,19 @@ class OpsAuth:
         if not isinstance(user, str) or not isinstance(csrf, str) or user not in self.users:
             return None
         return Session(user, csrf)
+
+    def expired(self, value: str | None) -> bool:
+        """A genuine session that has run out (not a missing or forged cookie): the login
+        page can then say why it is asking again."""
+        if not value or len(value) > 1000:
+            return False
+        try:
+            self._sessions.loads(value, max_age=self.max_age)
+        except SignatureExpired:
+            return True
+        except (BadData, UnicodeError, ValueError):
+            return False
+        return False
 
 
 def csrf_ok(session: Session, presented: str | None) -> bool:

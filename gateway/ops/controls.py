@@ -6,6 +6,8 @@ message per field, and the running room stays exactly as it was.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,20 @@ class Autopilot:
             "min_rate": self.min_rate,
             "max_rate": self.max_rate,
         }
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Autopilot:
+        """The settings a room has stored (defaults for any it has not, or cannot read)."""
+        try:
+            data = json.loads(raw or "{}")
+        except ValueError:
+            return cls()
+        if not isinstance(data, dict):
+            return cls()
+        try:
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except TypeError:
+            return cls()
 
 
 @dataclass(frozen=True)
@@ -90,8 +106,17 @@ def _flag(raw: Any, name: str, errors: dict[str, str]) -> bool | None:
     return None
 
 
-def parse_changes(data: Mapping[str, Any], *, now_us: int, languages: Collection[str]) -> Changes:
-    """Read a JSON object or a form. Unknown fields are errors too: a typo must not pass."""
+def parse_changes(
+    data: Mapping[str, Any],
+    *,
+    now_us: int,
+    languages: Collection[str],
+    autopilot: Autopilot | None = None,
+) -> Changes:
+    """Read a JSON object or a form. Unknown fields are errors too: a typo must not pass.
+
+    `autopilot` is the room's stored autopilot: a partial update changes only the fields it
+    names, and the result is validated as a whole."""
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
     known = {
@@ -151,7 +176,7 @@ def parse_changes(data: Mapping[str, Any], *, now_us: int, languages: Collection
     if banner is not None:
         values["banner"] = banner
     if "autopilot" in data:
-        pilot = _autopilot(data["autopilot"], errors)
+        pilot = _autopilot(data["autopilot"], autopilot or Autopilot(), errors)
         if pilot is not None:
             values["autopilot"] = pilot
     why = str(data.get("why") or "").strip()
@@ -186,7 +211,7 @@ def _banner(
     return banner
 
 
-def _autopilot(raw: Any, errors: dict[str, str]) -> Autopilot | None:
+def _autopilot(raw: Any, stored: Autopilot, errors: dict[str, str]) -> Autopilot | None:
     if not isinstance(raw, Mapping):
         errors["autopilot"] = "must be an object"
         return None
@@ -211,7 +236,7 @@ def _autopilot(raw: Any, errors: dict[str, str]) -> Autopilot | None:
             values[name] = v
     if any(k.startswith("autopilot") for k in errors):
         return None
-    pilot = Autopilot(**values)
+    pilot = dataclasses.replace(stored, **values)
     if pilot.min_rate > pilot.max_rate:
         errors["autopilot.min_rate"] = "must not be above max_rate"
         return None

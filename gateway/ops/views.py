@@ -11,17 +11,18 @@ import functools
 import ipaddress
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.schemas import SchemaGenerator
 
 from queue_core.keys import login_key
+from queue_core.line_view import LineView
 from queue_core.rooms import RoomConfig
 from queue_core.store import LineStore
 
@@ -30,10 +31,10 @@ from ..invitations import Invitations
 from ..limits import FailureLimiter
 from ..openapi import name_the_rooms
 from ..pages import Pages
-from . import live
+from . import autopilot, live
 from .audit import AuditLog, as_csv
 from .auth import SESSION_COOKIE, OpsAuth, Session, csrf_ok
-from .controls import Changes, parse_changes
+from .controls import Autopilot, Changes, parse_changes
 
 PREFIX = "/_waitroom/ops"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -50,6 +51,10 @@ STATE_FIELDS = {
     "autopilot": "autopilot",
 }
 Handler = Callable[[Request], Awaitable[Response]]
+CSRF_ADVICE = (
+    "The form did not carry this session's security token (it may come from an old page or "
+    "another site). Reload the dashboard and try again."
+)
 
 
 class OpsViews:
@@ -64,8 +69,12 @@ class OpsViews:
         allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
         cookie_secure: str = "auto",
         invitations: Invitations | None = None,
+        lane_views: Mapping[str, Mapping[str, LineView]] | None = None,
     ) -> None:
         self.invitations = invitations
+        # This gateway's views of each room's lanes: their measured outflow is what visitors'
+        # estimates come from, so the dashboard's estimate does too.
+        self.lane_views = lane_views or {}
         self.login_limiter = FailureLimiter(store.redis, LOGIN_LIMIT, LOGIN_WINDOW)
         self.auth = auth
         self.store = store
@@ -98,11 +107,16 @@ class OpsViews:
         async def guarded(request: Request) -> Response:
             if not self.reachable(request) or not self.auth.enabled:
                 return JSONResponse({"error": "not_found"}, status_code=404)
-            session = self.auth.session(request.cookies.get(SESSION_COOKIE))
+            cookie = request.cookies.get(SESSION_COOKIE)
+            session = self.auth.session(cookie)
             if session is None:
+                expired = self.auth.expired(cookie)
+                if api and expired:
+                    return error(401, "session_expired", "The session expired: log in again.")
                 if api:
                     return error(401, "login_required", "Log in first: POST /_waitroom/ops/login")
-                return RedirectResponse(f"{PREFIX}/login", status_code=303, headers=NO_STORE)
+                login = f"{PREFIX}/login?expired=1" if expired else f"{PREFIX}/login"
+                return RedirectResponse(login, status_code=303, headers=NO_STORE)
             if change and api and not csrf_ok(session, request.headers.get("x-csrf-token")):
                 return error(403, "csrf", "Missing or wrong X-CSRF-Token header.")
             return await handler(request, session)
@@ -114,7 +128,9 @@ class OpsViews:
     async def login_page(self, request: Request) -> Response:
         if not self.reachable(request) or not self.auth.enabled:
             return JSONResponse({"error": "not_found"}, status_code=404)
-        return self.render(request, "ops/login.html", {})
+        return self.render(
+            request, "ops/login.html", {"expired": request.query_params.get("expired") == "1"}
+        )
 
     async def login(self, request: Request) -> Response:
         if not self.reachable(request) or not self.auth.enabled:
@@ -183,7 +199,7 @@ class OpsViews:
         except FormTooLarge:
             form = {}
         if not csrf_ok(session, form.get("csrf") or request.headers.get("x-csrf-token")):
-            return error(403, "csrf", "Missing or wrong CSRF token.")
+            return self.error_page(request, 403, "Not logged out", CSRF_ADVICE)
         response = RedirectResponse(f"{PREFIX}/login", status_code=303, headers=NO_STORE)
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
@@ -201,10 +217,12 @@ class OpsViews:
         status_code: int = 200,
     ) -> Response:
         try:
-            figures = {name: await live.load(self.store, name) for name in self.rooms}
+            figures = {name: await self.figures(name) for name in self.rooms}
             audit = await self.audit.recent(30)
         except RedisError:
-            return error(503, "unavailable", "Redis is unreachable; the dashboard will be back.")
+            return self.error_page(
+                request, 503, "Redis is unreachable", "The dashboard will be back when it is."
+            )
         return self.render(
             request,
             "ops/dashboard.html",
@@ -222,11 +240,16 @@ class OpsViews:
     async def api_rooms(self, request: Request, session: Session) -> Response:
         try:
             return JSONResponse(
-                {"rooms": [await live.load(self.store, name) for name in self.rooms]},
+                {"rooms": [await self.figures(name) for name in self.rooms]},
                 headers=NO_STORE,
             )
         except RedisError:
             return error(503, "unavailable", "Redis is unreachable.")
+
+    async def figures(self, room: str, with_series: bool = False) -> dict[str, Any]:
+        return await live.load(
+            self.store, room, with_series=with_series, views=self.lane_views.get(room)
+        )
 
     async def api_room(self, request: Request, session: Session) -> Response:
         """
@@ -243,8 +266,8 @@ class OpsViews:
         if room is None:
             return error(404, "unknown_room", "No such room.")
         try:
-            figures = await live.load(
-                self.store, room.name, with_series=request.query_params.get("series") == "1"
+            figures = await self.figures(
+                room.name, with_series=request.query_params.get("series") == "1"
             )
         except RedisError:
             return error(503, "unavailable", "Redis is unreachable.")
@@ -259,7 +282,8 @@ class OpsViews:
           JSON object with any of rate_per_minute (> 0), max_active (0 = no limit), paused,
           closed, sold_out, opens_at (ISO 8601 with a zone, in the future; "" clears),
           banner ({language: text}), autopilot ({enabled, target_p95_ms, max_error_rate,
-          min_rate, max_rate}) and why. Needs the X-CSRF-Token header.
+          min_rate, max_rate}; fields left out keep their stored values) and why. Needs the
+          X-CSRF-Token header.
         parameters:
           - {name: room, in: path, required: true, schema: {type: string}}
           - {name: X-CSRF-Token, in: header, required: true, schema: {type: string}}
@@ -280,42 +304,56 @@ class OpsViews:
             data = None
         if not isinstance(data, dict):
             return error(400, "bad_request", "Send a JSON object of settings.")
-        changes = parse_changes(data, now_us=time.time_ns() // 1000, languages=self.pages.languages)
-        if changes.errors:
-            return JSONResponse({"error": "invalid", "errors": changes.errors}, status_code=400)
         try:
+            changes = await self.parse(room.name, data)
+            if changes.errors:
+                return JSONResponse({"error": "invalid", "errors": changes.errors}, status_code=400)
             await self.apply(room.name, changes, session.user)
-            return JSONResponse(await live.load(self.store, room.name), headers=NO_STORE)
+            return JSONResponse(await self.figures(room.name), headers=NO_STORE)
         except RedisError:
             return error(503, "unavailable", "Redis is unreachable; nothing was changed.")
 
     async def form_settings(self, request: Request, session: Session) -> Response:
         room = self.rooms.get(request.path_params["room"])
         if room is None:
-            return error(404, "unknown_room", "No such room.")
+            return self.error_page(request, 404, "No such room", "Nothing was changed.")
         try:
-            form = await read_form(request)
+            # An emptied field means "clear it" (the opening, a banner), so blanks are kept.
+            form = await read_form(request, keep_blank=True)
         except FormTooLarge:
-            return error(413, "too_large", "Form too large.")
+            return self.error_page(request, 413, "Form too large", "Nothing was changed.")
         if not csrf_ok(session, form.pop("csrf", None)):
-            return error(403, "csrf", "Missing or wrong CSRF token; reload the dashboard.")
+            return self.error_page(request, 403, "Nothing was changed", CSRF_ADVICE)
         data: dict[str, Any] = {k: v for k, v in form.items() if not k.startswith("autopilot.")}
         pilot = {k.split(".", 1)[1]: v for k, v in form.items() if k.startswith("autopilot.")}
         if pilot:
             pilot.setdefault("enabled", "0")  # an unticked checkbox sends nothing
             data["autopilot"] = pilot
-        changes = parse_changes(data, now_us=time.time_ns() // 1000, languages=self.pages.languages)
-        if changes.errors:
-            return await self.dashboard_page(request, session, {room.name: changes.errors}, 400)
         try:
+            changes = await self.parse(room.name, data)
+            if changes.errors:
+                return await self.dashboard_page(request, session, {room.name: changes.errors}, 400)
             await self.apply(room.name, changes, session.user)
         except RedisError:
-            return error(503, "unavailable", "Redis is unreachable; nothing was changed.")
+            return self.error_page(
+                request, 503, "Nothing was changed", "Redis is unreachable; try again shortly."
+            )
         return RedirectResponse(f"{PREFIX}/#room-{room.name}", status_code=303, headers=NO_STORE)
+
+    async def parse(self, room: str, data: Mapping[str, Any]) -> Changes:
+        state = await self.store.state(room)
+        return parse_changes(
+            data,
+            now_us=time.time_ns() // 1000,
+            languages=self.pages.languages,
+            autopilot=Autopilot.from_json(state.get("autopilot")),
+        )
 
     async def apply(self, room: str, changes: Changes, who: str) -> None:
         before = await self.store.state(room)
         await self.store.configure(room, **changes.store_kwargs())
+        if autopilot.base_outdated(Autopilot.from_json(before.get("autopilot")), changes):
+            await autopilot.forget_base(self.store, room)
         after = await self.store.state(room)
         diff = {}
         for setting, field in STATE_FIELDS.items():
@@ -399,9 +437,16 @@ class OpsViews:
         return JSONResponse({"entries": [asdict(e) for e in entries]}, headers=NO_STORE)
 
     async def audit_csv(self, request: Request, session: Session) -> Response:
-        entries = await self.audit.recent(10_000, request.query_params.get("room"))
-        return Response(
-            as_csv(entries),
+        """The whole audit log, streamed a page at a time (it keeps up to 100,000 entries)."""
+        room = request.query_params.get("room")
+
+        async def rows() -> AsyncIterator[str]:
+            yield as_csv([])  # the header row
+            async for page in self.audit.pages(room):
+                yield as_csv(page, header=False)
+
+        return StreamingResponse(
+            rows(),
             media_type="text/csv",
             headers=NO_STORE | {"Content-Disposition": 'attachment; filename="waitroom-audit.csv"'},
         )
@@ -434,6 +479,10 @@ class OpsViews:
             request, template, dict(context), status_code=status_code, headers=headers, lang="en"
         )
         return response
+
+    def error_page(self, request: Request, status: int, title: str, detail: str) -> Response:
+        """For the forms: a page a person can read and go back from, not a JSON error."""
+        return self.render(request, "ops/error.html", {"title": title, "detail": detail}, status)
 
     def routes(self) -> list[BaseRoute]:
         g = self.guard

@@ -17,7 +17,8 @@
     var keys = svg.dataset.series.split(",");
     var all = [];
     keys.forEach(function (k) { (get(data, k) || []).forEach(function (v) { if (v != null && isFinite(v)) all.push(v); }); });
-    var max = Math.max.apply(null, all.concat([1]));
+    // The smallest full scale: an error rate of 2% should not be a flat line at the bottom.
+    var max = Math.max.apply(null, all.concat([parseFloat(svg.dataset.floor || "1")]));
     svg.innerHTML = "";
     keys.forEach(function (k, i) {
       var values = get(data, k) || [];
@@ -31,6 +32,19 @@
       svg.appendChild(line);
     });
   }
+  function badges(el, settings) {
+    var names = [];
+    if (settings.paused) names.push("paused");
+    if (settings.closed) names.push("closed");
+    if (settings.sold_out) names.push(settings.sold_out_by === "backend" ? "sold out (booking site)" : "sold out");
+    if (settings.autopilot && settings.autopilot.enabled) names.push("autopilot");
+    el.replaceChildren.apply(el, names.map(function (name) {
+      var badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = name;
+      return badge;
+    }));
+  }
   var ticks = 0;
   function refresh() {
     var rooms = document.querySelectorAll("section.room");
@@ -43,8 +57,11 @@
       }).then(function (f) {
         if (!f) return;
         section.querySelectorAll("[data-k]").forEach(function (el) {
-          if (el.dataset.k === "badges") return;
-          el.textContent = show(get(f, el.dataset.k), el.dataset.unit);
+          if (el.dataset.k === "badges") { badges(el, f.settings); return; }
+          var value = get(f, el.dataset.k);
+          var text = value == null && el.dataset.none ? el.dataset.none : show(value, el.dataset.unit);
+          // Slower than the top latency bucket: the figure is a floor, not a value.
+          el.textContent = el.dataset.over && get(f, el.dataset.over) ? "> " + text : text;
         });
         if (f.series) section.querySelectorAll("svg.chart").forEach(function (svg) { draw(svg, f.series); });
       }).catch(function () {});
