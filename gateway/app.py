@@ -131,7 +131,7 @@ def create_app(
         )
         redis = Redis(connection_pool=pool)
     redis_client = redis
-    proxy = proxy or BackendProxy(settings.backend_url)
+    proxy = proxy or BackendProxy(settings.backend_url, read_timeout=settings.backend_timeout)
     metrics = metrics or GatewayMetrics(settings.rooms)
     keeper = LineKeeper(
         LineStore(redis_client, settings.key_prefix),

@@ -115,7 +115,9 @@ class Gate:
             return await self.proxy.forward(request, observe=self.metrics.forwarded(NO_ROOM))
         admission = self.valid_pass(request, room)
         if admission is not None:
-            return await self.forward_admitted(request, room, admission.visitor)
+            return await self.forward_admitted(
+                request, room, admission.visitor, admission.expires_at
+            )
         return await self.queue(request, room, api=False)
 
     # -- credentials -----------------------------------------------------------------------
@@ -168,15 +170,25 @@ class Gate:
             ticket = self.read_ticket(request, room, api)
         except InvalidCredential:
             return self.bad_ticket(request, room, api)
-        if room.fail_open and not self.keeper.is_fresh(room.name):
+        if ticket is None and api:
+            return self.error_json(
+                401, "not_in_line", "No queue ticket: join first (POST .../join)."
+            )
+        return await self.enter(request, room, ticket, api)
+
+    async def enter(
+        self, request: Request, room: RoomConfig, ticket: Ticket | None, api: bool
+    ) -> Response:
+        """A visitor at the line: where their ticket stands, or a new place without one."""
+        line_down = not self.keeper.is_fresh(room.name)
+        if line_down and room.fail_open:
             return await self.let_through(request, room, ticket, api)
+        if line_down and ticket is None and self.keeper.views[room.name].snapshot is not None:
+            # No tick has reached Redis for seconds: a join would only wait for its timeout.
+            return self.unavailable(request, room, api)
         try:
             if ticket is None:
-                if api:
-                    return self.error_json(
-                        401, "not_in_line", "No queue ticket: join first (POST .../join)."
-                    )
-                return await self.join(request, room, api=False)
+                return await self.join(request, room, api=api)
             return await self.respond_for_ticket(request, room, ticket, api)
         except (Unavailable, RedisError) as exc:
             log.warning("room %s unavailable: %s", room.name, exc)
@@ -203,7 +215,9 @@ class Gate:
         if api:
             return self.your_turn(request, room, ticket, expires_us, api)
         token = self.issue_pass(room, ticket, expires_us)
-        response = await self.forward_admitted(request, room, ticket.visitor, token)
+        response = await self.forward_admitted(
+            request, room, ticket.visitor, expires_us // 1_000_000, token
+        )
         self.set_pass(request, response, room, token, expires_us)
         return response
 
@@ -402,9 +416,25 @@ class Gate:
         return response
 
     async def forward_admitted(
-        self, request: Request, room: RoomConfig, visitor: str, token: str | None = None
+        self,
+        request: Request,
+        room: RoomConfig,
+        visitor: str,
+        pass_expires_at: int,
+        token: str | None = None,
     ) -> Response:
         started = time.perf_counter()
+
+        def site_down(request: Request, status_code: int) -> Response:
+            # In the visitor's language, and saying what they most want to know: the
+            # admission is not lost, and until when it holds.
+            lang = self.pages.language(request)
+            until = self.pages.formatter(lang).clock(pass_expires_at * 1_000_000, room.timezone)
+            context = {"room": room, "kind": "site_down", "until": until}
+            return self.pages.render(
+                request, "message.html", context, status_code=status_code, headers=NO_STORE
+            )
+
         # The pass goes along for a booking site that checks it itself (defence in depth):
         # from the cookie, or freshly issued when the visitor was let straight through.
         token = token or request.cookies.get(pass_cookie(room.name), "")
@@ -416,6 +446,7 @@ class Gate:
                 "X-Waitroom-Pass": token,
             },
             observe=self.metrics.forwarded(room.name),
+            unavailable_page=site_down,
         )
         # Time to the response's head: what the booking site's load does to a visitor.
         self.keeper.proxy_stats.record(
@@ -442,13 +473,7 @@ class Gate:
             ticket = self.read_ticket(request, room, api=True)
         except InvalidCredential:
             ticket = None  # joining afresh is exactly what a visitor with a bad ticket needs
-        try:
-            if ticket is not None:
-                return await self.respond_for_ticket(request, room, ticket, api=True)
-            return await self.join(request, room, api=True)
-        except (Unavailable, RedisError) as exc:
-            log.warning("room %s unavailable: %s", room.name, exc)
-            return self.unavailable(request, room, api=True)
+        return await self.enter(request, room, ticket, api=True)
 
     async def entry(self, request: Request) -> Response:
         """A link into the line (from a news article, an SMS...): go to `next` in the room,
