@@ -194,7 +194,29 @@ class Gate:
             log.warning("room %s unavailable: %s", room.name, exc)
             if room.fail_open:
                 return await self.let_through(request, room, ticket, api)
+            held = None if ticket is None else self.held_place(room, ticket)
+            if held is not None:
+                return self.show(request, room, held, api)
             return self.unavailable(request, room, api)
+
+    def held_place(self, room: RoomConfig, ticket: Ticket) -> VisitorStatus | None:
+        """What a visitor with a ticket is told when the line cannot be reached for what
+        their check needed (their pass, a restore after a data loss): their place as this
+        worker last saw it, marked as old. Never an error page: the place is kept, and the
+        signed ticket proves it once the line is back."""
+        view = self.keeper.view(room.name, ticket.lane)
+        if view.snapshot is None or ticket.place == 0:
+            return None
+        location = view.locate(ticket.place)
+        return waiting_status(
+            view,
+            room,
+            location.ahead if location.standing is Standing.WAITING else 0,
+            ticket.ahead_at_join,
+            stale=True,
+            receipt=self.receipts.code(room.name, ticket.place, ticket.lane),
+            share=room.lane_shares().get(ticket.lane, 1.0),
+        )
 
     async def let_through(
         self, request: Request, room: RoomConfig, ticket: Ticket | None, api: bool
@@ -321,23 +343,11 @@ class Gate:
             return self.show(request, room, status, api)
         location = view.locate(ticket.place)
         if location.standing is Standing.TURN:
-            try:
-                expires_us = await self.metrics.redis(
-                    "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
-                )
-            except RedisError:
-                # Their turn has come but the line cannot hand out the pass right now: they
-                # are next, and the admission waits for them in Redis (for the claim window)
-                # until it is back.
-                status = waiting_status(
-                    view,
-                    room,
-                    0,
-                    ticket.ahead_at_join,
-                    stale=True,
-                    receipt=self.receipts.code(room.name, ticket.place, ticket.lane),
-                )
-                return self.show(request, room, status, api)
+            # If the line cannot be reached, `enter` tells them they are next (held_place):
+            # the admission waits for them in Redis for the claim window.
+            expires_us = await self.metrics.redis(
+                "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
+            )
             if expires_us is not None:
                 return self.your_turn(request, room, ticket, expires_us, api)
         # Swept out, or skipped at the head, for not checking within the grace period: they
