@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -25,9 +27,11 @@ from queue_core.store import LineStore
 from queue_core.tokens import Credentials
 
 from .fast_status import FastStatus
+from .header_limits import HeaderLimits
 from .invitations import Invitations
 from .line_keeper import LineKeeper
 from .metrics import AllowList, GatewayMetrics, MetricsEndpoint
+from .openapi import name_the_rooms
 from .ops.audit import AuditLog
 from .ops.auth import OpsAuth
 from .ops.autopilot import AutopilotRunner
@@ -43,6 +47,7 @@ log = logging.getLogger("waitroom.gateway")
 TEMPLATES = REPO_ROOT / "templates"
 API_PREFIX = "/_waitroom"
 REDIS_CONNECTIONS = 64  # per worker process
+REDIS_SOCKET_TIMEOUT = 2.0
 
 
 class CachedStaticFiles(StaticFiles):
@@ -107,7 +112,7 @@ def create_app(
     redis: Redis | None = None,
     proxy: BackendProxy | None = None,
     metrics: GatewayMetrics | None = None,
-) -> FastStatus:
+) -> HeaderLimits:
     settings = settings or Settings.from_env()
     if settings.dev_mode:
         log.warning("DEV MODE: insecure secret allowed; never expose this gateway publicly")
@@ -115,11 +120,18 @@ def create_app(
     if redis is None:
         # Bounded, and a burst of joins waits for a free connection instead of failing.
         pool = BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5
+            settings.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=5,
+            # A Redis that hangs (overloaded, paused, a network partition) must fail a call in
+            # seconds, not hold it for ever: visitors are then answered from the snapshot.
+            socket_timeout=REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
         )
         redis = Redis(connection_pool=pool)
     redis_client = redis
-    proxy = proxy or BackendProxy(settings.backend_url)
+    proxy = proxy or BackendProxy(settings.backend_url, read_timeout=settings.backend_timeout)
     metrics = metrics or GatewayMetrics(settings.rooms)
     keeper = LineKeeper(
         LineStore(redis_client, settings.key_prefix),
@@ -210,7 +222,7 @@ def create_app(
         )
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(schemas.get_schema(routes=api_routes))
+        return JSONResponse(name_the_rooms(schemas.get_schema(routes=api_routes), settings.rooms))
 
     async def room_status(request: Request) -> Response:
         """
@@ -321,4 +333,4 @@ def create_app(
     app.state.keeper = keeper
     app.state.metrics = metrics
     # The commonest request of all, a waiting visitor's status check, skips the router.
-    return FastStatus(app, gate)
+    return HeaderLimits(FastStatus(app, gate))

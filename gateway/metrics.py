@@ -202,6 +202,16 @@ class GatewayMetrics:
             Counter("waitroom_redis_errors", "Failed Redis calls by operation", ["op"], registry=r),
             ((op,) for op in REDIS_OPS),
         )
+        self._failed_open = _Family(
+            Counter(
+                "waitroom_failed_open",
+                "Visitors let through without the line because Redis could not be reached "
+                "(rooms with fail_open)",
+                ["room"],
+                registry=r,
+            ),
+            ((room,) for room in rooms),
+        )
         self._observers: dict[str, ForwardObserver] = {}
 
         if self.multiprocess_dir is None:
@@ -236,6 +246,9 @@ class GatewayMetrics:
 
     def token_issued(self, room: str, kind: str) -> None:
         self._issued.child(room, kind).inc()
+
+    def failed_open(self, room: str) -> None:
+        self._failed_open.child(room).inc()
 
     def token_refused(self, room: str, kind: str, reason: str) -> None:
         self._refused.child(room, kind, reason).inc()

@@ -85,13 +85,24 @@ def _prefers_json(accept: str) -> bool:
     return best["application/json"] > best["text/html"]
 
 
-def _unavailable(request: Request, status_code: int, detail: str) -> Response:
+# The page a person sees when the backend fails them: the gateway's own, in their language,
+# when the caller has one (see BackendProxy.forward); this plain one otherwise.
+UnavailablePage = Callable[[Request, int], Response]
+
+
+def _unavailable(
+    request: Request, status_code: int, detail: str, page: UnavailablePage | None = None
+) -> Response:
     # Retry-After lets browsers and scripts back off; no-store keeps a CDN or the
     # browser from caching an outage as if it were the page.
     headers = {"Retry-After": "5", "Cache-Control": "no-store"}
     if _prefers_json(request.headers.get("accept", "")):
         body = {"error": "backend_unavailable", "detail": detail}
         return JSONResponse(body, status_code=status_code, headers=headers)
+    if page is not None:
+        response = page(request, status_code)
+        response.headers.update(headers)
+        return response
     return HTMLResponse(_HTML_UNAVAILABLE, status_code=status_code, headers=headers)
 
 
@@ -182,10 +193,12 @@ class BackendProxy:
         *,
         extra_headers: Mapping[str, str] = {},
         observe: Callable[[int, float, bool], None] | None = None,
+        unavailable_page: UnavailablePage | None = None,
     ) -> Response:
         """Send `request` on to the backend. `observe`, if given, is told once: the status
         sent back, the seconds until the backend's response headers (or the failure), and
-        whether the gateway answered itself because the backend failed."""
+        whether the gateway answered itself because the backend failed. When it failed,
+        a person gets `unavailable_page` (if given), a script JSON."""
         incoming = request.headers.raw
         drop = _drop_set(incoming) | _REPLACED_ON_REQUEST
         headers = [
@@ -227,11 +240,15 @@ class BackendProxy:
         except httpx.TimeoutException as exc:
             logger.error("backend timeout: %s: %r", where, exc)
             _tell(observe, 504, started, backend_error=True)
-            return _unavailable(request, 504, "The booking backend did not answer in time.")
+            return _unavailable(
+                request, 504, "The booking backend did not answer in time.", unavailable_page
+            )
         except httpx.TransportError as exc:
             logger.error("backend unreachable: %s: %r", where, exc)
             _tell(observe, 502, started, backend_error=True)
-            return _unavailable(request, 502, "The booking backend could not be reached.")
+            return _unavailable(
+                request, 502, "The booking backend could not be reached.", unavailable_page
+            )
         except ClientDisconnect:
             # The visitor hung up mid-upload; nobody is left to read a response.
             logger.info("client disconnected during upload: %s", where)

@@ -19,7 +19,7 @@ _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _TO_CROCKFORD = str.maketrans(_B32, _CROCKFORD)
 _TYPOS = str.maketrans({"I": "1", "L": "1", "O": "0", "U": "V"})
-CODE = re.compile(r"^(\d{1,12})([0-9A-Z]{8})$")
+CODE = re.compile(r"^(\d{1,15})([0-9A-Z]{8})$")
 
 
 def _check(secret: str, room: str, place: int, lane: str = "") -> str:

@@ -30,6 +30,9 @@ class Settings:
     secrets: tuple[Secret, ...]
     redis_url: str
     backend_url: str = "http://127.0.0.1:8001"
+    # How long an admitted visitor's request may wait for the booking site before the
+    # gateway answers "try again" itself (504).
+    backend_timeout: float = 60.0
     rooms: Mapping[str, RoomConfig] = field(default_factory=dict)
     dev_mode: bool = False
     key_prefix: str = "wr"
@@ -67,6 +70,12 @@ class Settings:
         if not 0.01 <= tick_seconds <= 5:
             raise SettingsError("WAITROOM_TICK_SECONDS must be between 0.01 and 5")
         try:
+            backend_timeout = float(env.get("WAITROOM_BACKEND_TIMEOUT", "60"))
+        except ValueError as exc:
+            raise SettingsError("WAITROOM_BACKEND_TIMEOUT must be a number of seconds") from exc
+        if not 0.1 <= backend_timeout <= 3600:
+            raise SettingsError("WAITROOM_BACKEND_TIMEOUT must be between 0.1 and 3600")
+        try:
             ops_users = parse_users(
                 env.get("WAITROOM_OPS_USERS", DEV_USERS if dev_mode else ""), dev_mode
             )
@@ -87,6 +96,7 @@ class Settings:
             secrets=secrets,
             redis_url=redis_url,
             backend_url=env.get("WAITROOM_BACKEND_URL", "http://127.0.0.1:8001"),
+            backend_timeout=backend_timeout,
             rooms=load_rooms(config, env),
             dev_mode=dev_mode,
             key_prefix=env.get("WAITROOM_KEY_PREFIX", "wr"),

@@ -115,7 +115,9 @@ class Gate:
             return await self.proxy.forward(request, observe=self.metrics.forwarded(NO_ROOM))
         admission = self.valid_pass(request, room)
         if admission is not None:
-            return await self.forward_admitted(request, room, admission.visitor)
+            return await self.forward_admitted(
+                request, room, admission.visitor, admission.expires_at
+            )
         return await self.queue(request, room, api=False)
 
     # -- credentials -----------------------------------------------------------------------
@@ -168,17 +170,78 @@ class Gate:
             ticket = self.read_ticket(request, room, api)
         except InvalidCredential:
             return self.bad_ticket(request, room, api)
+        if ticket is None and api:
+            return self.error_json(
+                401, "not_in_line", "No queue ticket: join first (POST .../join)."
+            )
+        return await self.enter(request, room, ticket, api)
+
+    async def enter(
+        self, request: Request, room: RoomConfig, ticket: Ticket | None, api: bool
+    ) -> Response:
+        """A visitor at the line: where their ticket stands, or a new place without one."""
+        line_down = not self.keeper.is_fresh(room.name)
+        if line_down and room.fail_open:
+            return await self.let_through(request, room, ticket, api)
+        if line_down and ticket is None and self.keeper.views[room.name].snapshot is not None:
+            # No tick has reached Redis for seconds: a join would only wait for its timeout.
+            return self.unavailable(request, room, api)
         try:
             if ticket is None:
-                if api:
-                    return self.error_json(
-                        401, "not_in_line", "No queue ticket: join first (POST .../join)."
-                    )
-                return await self.join(request, room, api=False)
+                return await self.join(request, room, api=api)
             return await self.respond_for_ticket(request, room, ticket, api)
         except (Unavailable, RedisError) as exc:
             log.warning("room %s unavailable: %s", room.name, exc)
+            if room.fail_open:
+                return await self.let_through(request, room, ticket, api)
+            held = None if ticket is None else self.held_place(room, ticket)
+            if held is not None:
+                return self.show(request, room, held, api)
             return self.unavailable(request, room, api)
+
+    def held_place(self, room: RoomConfig, ticket: Ticket) -> VisitorStatus | None:
+        """What a visitor with a ticket is told when the line cannot be reached for what
+        their check needed (their pass, a restore after a data loss): their place as this
+        worker last saw it, marked as old. Never an error page: the place is kept, and the
+        signed ticket proves it once the line is back."""
+        view = self.keeper.view(room.name, ticket.lane)
+        if view.snapshot is None or ticket.place == 0:
+            return None
+        location = view.locate(ticket.place)
+        return waiting_status(
+            view,
+            room,
+            location.ahead if location.standing is Standing.WAITING else 0,
+            ticket.ahead_at_join,
+            stale=True,
+            receipt=self.receipts.code(room.name, ticket.place, ticket.lane),
+            share=room.lane_shares().get(ticket.lane, 1.0),
+        )
+
+    async def let_through(
+        self, request: Request, room: RoomConfig, ticket: Ticket | None, api: bool
+    ) -> Response:
+        """Fail open: the line cannot be reached, so the room steps aside and everyone goes
+        through with a pass of the usual lifetime, signed here without Redis."""
+        visitor = ticket.visitor if ticket is not None else new_visitor_id()
+        ticket = ticket or Ticket(room.name, 0, visitor, int(time.time()))
+        expires_us = round((time.time() + room.pass_seconds) * 1_000_000)
+        self.metrics.failed_open(room.name)
+        return await self.admit_now(request, room, ticket, expires_us, api)
+
+    async def admit_now(
+        self, request: Request, room: RoomConfig, ticket: Ticket, expires_us: int, api: bool
+    ) -> Response:
+        """A visitor let in without a turn in line to wait for: the API says so with the
+        pass; a page request goes straight on to the site, carrying the new pass."""
+        if api:
+            return self.your_turn(request, room, ticket, expires_us, api)
+        token = self.issue_pass(room, ticket, expires_us)
+        response = await self.forward_admitted(
+            request, room, ticket.visitor, expires_us // 1_000_000, token
+        )
+        self.set_pass(request, response, room, token, expires_us)
+        return response
 
     def gen(self, room: RoomConfig) -> str:
         """The room's generation as this worker knows it (stamped on every ticket)."""
@@ -259,6 +322,8 @@ class Gate:
         location = view.locate(ticket.place)
         if location.standing is not Standing.WAITING:
             return None
+        if room.fail_open and not self.keeper.is_fresh(room.name):
+            return None  # the room has stepped aside: `queue` lets them through
         self.keeper.note_seen(room.name, ticket.place, ticket.lane)
         return waiting_status(
             view,
@@ -278,6 +343,8 @@ class Gate:
             return self.show(request, room, status, api)
         location = view.locate(ticket.place)
         if location.standing is Standing.TURN:
+            # If the line cannot be reached, `enter` tells them they are next (held_place):
+            # the admission waits for them in Redis for the claim window.
             expires_us = await self.metrics.redis(
                 "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
             )
@@ -319,12 +386,7 @@ class Gate:
                 "claim", self.store.claim(room.name, visitor, room.pass_seconds)
             )
             if expires_us is not None:
-                if api:
-                    return self.your_turn(request, room, ticket, expires_us, api)
-                token = self.issue_pass(room, ticket, expires_us)
-                response = await self.forward_admitted(request, room, visitor, token)
-                self.set_pass(request, response, room, token, expires_us)
-                return response
+                return await self.admit_now(request, room, ticket, expires_us, api)
         if result.status == "scheduled":
             ticket = Ticket(room.name, 0, visitor, int(time.time()), 0, lane, gen=self.gen(room))
             status = scheduled_status(view, room)
@@ -370,9 +432,25 @@ class Gate:
         return response
 
     async def forward_admitted(
-        self, request: Request, room: RoomConfig, visitor: str, token: str | None = None
+        self,
+        request: Request,
+        room: RoomConfig,
+        visitor: str,
+        pass_expires_at: int,
+        token: str | None = None,
     ) -> Response:
         started = time.perf_counter()
+
+        def site_down(request: Request, status_code: int) -> Response:
+            # In the visitor's language, and saying what they most want to know: the
+            # admission is not lost, and until when it holds.
+            lang = self.pages.language(request)
+            until = self.pages.formatter(lang).clock(pass_expires_at * 1_000_000, room.timezone)
+            context = {"room": room, "kind": "site_down", "until": until}
+            return self.pages.render(
+                request, "message.html", context, status_code=status_code, headers=NO_STORE
+            )
+
         # The pass goes along for a booking site that checks it itself (defence in depth):
         # from the cookie, or freshly issued when the visitor was let straight through.
         token = token or request.cookies.get(pass_cookie(room.name), "")
@@ -384,6 +462,7 @@ class Gate:
                 "X-Waitroom-Pass": token,
             },
             observe=self.metrics.forwarded(room.name),
+            unavailable_page=site_down,
         )
         # Time to the response's head: what the booking site's load does to a visitor.
         self.keeper.proxy_stats.record(
@@ -410,13 +489,7 @@ class Gate:
             ticket = self.read_ticket(request, room, api=True)
         except InvalidCredential:
             ticket = None  # joining afresh is exactly what a visitor with a bad ticket needs
-        try:
-            if ticket is not None:
-                return await self.respond_for_ticket(request, room, ticket, api=True)
-            return await self.join(request, room, api=True)
-        except (Unavailable, RedisError) as exc:
-            log.warning("room %s unavailable: %s", room.name, exc)
-            return self.unavailable(request, room, api=True)
+        return await self.enter(request, room, ticket, api=True)
 
     async def entry(self, request: Request) -> Response:
         """A link into the line (from a news article, an SMS...): go to `next` in the room,
@@ -701,12 +774,17 @@ class Gate:
         return response
 
     def unavailable(self, request: Request, room: RoomConfig, api: bool) -> Response:
-        headers = NO_STORE | {"Retry-After": "10"}
+        """The line cannot be reached for something that needs it (a new place, a pass).
+        An app gets a 503 with Retry-After, the standard "try again"; a person gets a page
+        that says their place is kept and tries again by itself, not an error page."""
         if api:
             return self.error_json(
-                503, "unavailable", "The waiting room is briefly unavailable; retry soon.", headers
+                503,
+                "unavailable",
+                "The waiting room is briefly unavailable; retry soon.",
+                NO_STORE | {"Retry-After": "10"},
             )
-        return self.message(request, room, "unavailable", 503, headers)
+        return self.message(request, room, "unavailable", 200)
 
     def message(
         self,

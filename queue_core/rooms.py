@@ -53,6 +53,10 @@ class RoomConfig:
     # wait in it ({"over80" = 0.5}). The main lane has the rest; an empty lane's share goes
     # to the others.
     lanes: Mapping[str, float] = dataclass_field(default_factory=dict)
+    # While the line's Redis cannot be reached: False (fail closed) keeps everyone waiting in
+    # their place and lets nobody new through; True (fail open) lets everyone through to the
+    # site, each with a pass of the usual lifetime, until the line is back.
+    fail_open: bool = False
 
     def __post_init__(self) -> None:
         if not ROOM_NAME.match(self.name):
@@ -119,6 +123,8 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
         if field.name == "paths":
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(str(p).strip() for p in items if str(p).strip())
+        if field.type == "bool":
+            return _boolean(raw)
         if field.type == "float":
             return float(raw)
         if field.type == "int":
@@ -126,6 +132,17 @@ def _coerce(field: dataclasses.Field[Any], raw: Any, where: str) -> Any:
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {field.name} has an invalid value {raw!r}") from exc
+
+
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a yes/no value: {raw!r}")
 
 
 def parse_rooms(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, RoomConfig]:

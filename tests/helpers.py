@@ -155,3 +155,14 @@ def gateway_stack(
                 for key in client.scan_iter(match=f"{prefix}:*", count=1000):
                     client.delete(key)
                 client.close()
+
+
+def record_figures(test: str, **figures: object) -> None:
+    """Append what a fault test measured to test-artifacts/reliability.jsonl, so every run
+    of the suite leaves the figures docs/RELIABILITY.md quotes."""
+    import json
+
+    out = REPO_ROOT / "test-artifacts" / "reliability.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"test": test, "at": time.time(), **figures}) + "\n")

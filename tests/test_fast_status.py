@@ -46,7 +46,8 @@ class Counting:
 
 @dataclass
 class Gateway:
-    app: FastStatus
+    app: ASGIApp
+    fast: FastStatus
     inner: Counting
     store: LineStore
 
@@ -80,10 +81,12 @@ async def gateway(redis_client: Redis, key_prefix: str, redis_url: str) -> Async
         key_prefix=key_prefix,
     )
     app = create_app(settings, redis=redis_client)
-    starlette = app.app
-    inner = app.app = Counting(starlette)
+    fast = app.app
+    assert isinstance(fast, FastStatus)
+    starlette = fast.app
+    inner = fast.app = Counting(starlette)
     async with starlette.router.lifespan_context(starlette):  # type: ignore[attr-defined]
-        yield Gateway(app, inner, app.gate.store)
+        yield Gateway(app, fast, inner, fast.gate.store)
 
 
 async def test_a_waiting_visitors_check_is_answered_as_the_application_would(
@@ -140,7 +143,7 @@ async def test_everything_but_a_plain_check_is_left_to_the_application(
     # Their turn: the application collects the pass (a Redis call) and sets its cookie.
     await gateway.store.configure("line", rate_per_minute=60_000)
     await gateway.store.tick("line")
-    await gateway.app.gate.keeper.refresh("line")
+    await gateway.fast.gate.keeper.refresh("line")
     before = len(gateway.inner.paths)
     r = await c.get(STATUS.format(room="line"))
     assert r.json()["state"] == "admitted" and "wr_pass_line" in r.cookies
@@ -154,7 +157,7 @@ async def test_the_page_script_gets_the_whole_section_then_only_new_figures(
     first = await gateway.join("line")
     c = await gateway.join("line", headers={"Accept-Language": "cs,en;q=0.5"})
     await gateway.store.tick("line")
-    await gateway.app.gate.keeper.refresh("line")
+    await gateway.fast.gate.keeper.refresh("line")
     query = {"display": "1", "path": "/line"}
 
     whole = (await c.get(STATUS.format(room="line"), params=query)).json()["display"]
@@ -177,7 +180,7 @@ async def test_the_page_script_gets_the_whole_section_then_only_new_figures(
 
     # Pausing changes the section's shape: it is written out whole again, by the application.
     await gateway.store.configure("line", paused=True)
-    await gateway.app.gate.keeper.refresh("line")
+    await gateway.fast.gate.keeper.refresh("line")
     paused = (await c.get(STATUS.format(room="line"), params=shown)).json()["display"]
     assert paused["layout"] != whole["layout"] and "html" in paused
     assert cs.gettext("The line is paused") in paused["html"]
@@ -192,3 +195,21 @@ def test_whole_numbers_are_written_as_babel_writes_them(lang: str) -> None:
     fmt = Formatter(lang, lambda s, p, n: s if n == 1 else p)
     for n in (0, 1, 9, 10, 999, 1000, 1001, 20_000, 140_000, 999_999, 1_000_000, 44_123_456):
         assert fmt.number(n) == format_decimal(n, locale=lang)
+
+
+async def test_oversized_headers_are_refused_before_anything_reads_them(
+    gateway: Gateway,
+) -> None:
+    async with gateway.client() as c:
+        before = len(gateway.inner.paths)
+        for headers in (
+            {"cookie": "wr_ticket_line=" + "A" * 9_000},  # one header too large
+            {f"x-pad-{i}": "B" * 4_000 for i in range(5)},  # all of them together
+        ):
+            r = await c.get(STATUS.format(room="line"), headers=headers)
+            assert r.status_code == 431
+            assert r.json()["error"] == "headers_too_large"
+        assert len(gateway.inner.paths) == before
+        # A real browser's headers are far below the limits.
+        ok = await c.get(STATUS.format(room="line"), headers={"cookie": "a=" + "C" * 3_000})
+        assert ok.status_code == 401

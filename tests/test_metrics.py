@@ -455,3 +455,16 @@ async def test_a_killed_worker_neither_loses_nor_doubles_counts(
 
 async def _waiting_is(stack: Stack, room: str, expected: int) -> bool:
     return (await scrape(stack)).value("waitroom_line_waiting", room=room) == expected
+
+
+def test_alert_rules_use_only_metrics_the_gateway_defines() -> None:
+    import yaml
+
+    rules = yaml.safe_load((REPO_ROOT / "docs" / "prometheus" / "alerts.yml").read_text())
+    defined = {name for name, _, _ in Scrape(GatewayMetrics(["r"]).render().decode()).samples}
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    names = {rule["alert"] for rule in alerts}
+    assert {"BookingSiteFailing", "LineUnreachable", "RoomFailedOpen", "LineStalled"} <= names
+    for rule in alerts:
+        used = set(re.findall(r"\bwaitroom_[a-z_]+", rule["expr"]))
+        assert used and used <= defined, (rule["alert"], used - defined)

@@ -29,6 +29,7 @@ from queue_core.store import LineStore
 from ..forms import FormTooLarge, read_form
 from ..invitations import Invitations
 from ..limits import FailureLimiter
+from ..openapi import name_the_rooms
 from ..pages import Pages
 from . import autopilot, live
 from .audit import AuditLog, as_csv
@@ -462,7 +463,7 @@ class OpsViews:
                 },
             }
         )
-        return JSONResponse(schema.get_schema(self.routes()))
+        return JSONResponse(name_the_rooms(schema.get_schema(self.routes()), self.rooms))
 
     # -- plumbing --------------------------------------------------------------------------
 
