@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from starlette.routing import Match, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
+from queue_core.connect import RedisClient, connect
 from queue_core.keys import audit_key
 from queue_core.store import LineStore
 from queue_core.tokens import Credentials
@@ -41,7 +41,7 @@ from .visitors import Gate
 log = logging.getLogger("waitroom.gateway")
 TEMPLATES = REPO_ROOT / "templates"
 API_PREFIX = "/_waitroom"
-REDIS_CONNECTIONS = 64  # per worker process
+REDIS_CONNECTIONS = 64  # per worker process (and per node on a cluster)
 
 
 class CachedStaticFiles(StaticFiles):
@@ -103,7 +103,7 @@ schemas = SchemaGenerator(
 def create_app(
     settings: Settings | None = None,
     *,
-    redis: Redis | None = None,
+    redis: RedisClient | None = None,
     proxy: BackendProxy | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> FastStatus:
@@ -113,10 +113,7 @@ def create_app(
     owns_redis = redis is None
     if redis is None:
         # Bounded, and a burst of joins waits for a free connection instead of failing.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5
-        )
-        redis = Redis(connection_pool=pool)
+        redis = connect(settings.redis_url, max_connections=REDIS_CONNECTIONS)
     redis_client = redis
     proxy = proxy or BackendProxy(settings.backend_url)
     metrics = metrics or GatewayMetrics(settings.rooms)

@@ -11,8 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
+from .connect import RedisClient
 from .keys import MAIN_LANE, RoomKeys, room_keys
 from .rooms import RoomConfig
 from .snapshot import Sample, Snapshot
@@ -52,7 +51,7 @@ class LineStore:
     """Rooms' lines in Redis. `now_us` arguments exist for tests; production leaves them out
     so that every script reads the Redis server's clock."""
 
-    def __init__(self, redis: Redis, prefix: str = "wr") -> None:
+    def __init__(self, redis: RedisClient, prefix: str = "wr") -> None:
         self.redis = redis
         self.prefix = prefix
         self._join = redis.register_script(script_source("join"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-import redis
+
+from queue_core.connect import connect
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,7 +153,18 @@ def gateway_stack(
             try:
                 yield Stack(url, backend, secret, prefix, redis_url)
             finally:
-                client = redis.Redis.from_url(redis_url)
-                for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-                    client.delete(key)
-                client.close()
+                delete_keys(redis_url, prefix)
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Delete the keys under `prefix` (on every shard of a cluster), and nobody else's."""
+
+    async def run() -> None:
+        client = connect(redis_url)
+        try:
+            async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                await client.delete(key)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())

@@ -12,8 +12,8 @@ import random
 import time
 
 import pytest
-from redis.asyncio import Redis
 
+from queue_core.connect import connect
 from queue_core.line_view import LineView, Location, Standing
 from queue_core.rooms import RoomConfig
 from queue_core.store import LineStore
@@ -53,7 +53,7 @@ async def test_concurrent_joins_get_distinct_contiguous_places(
     store: LineStore, redis_url: str
 ) -> None:
     await make_room(store, rate_per_minute=0)
-    clients = [Redis.from_url(redis_url) for _ in range(8)]
+    clients = [connect(redis_url) for _ in range(8)]
     stores = [LineStore(c, store.prefix) for c in clients]
     try:
         results = await asyncio.gather(*(stores[i % 8].join("r", f"v{i:011d}") for i in range(400)))
@@ -203,7 +203,7 @@ async def test_concurrent_tickers_on_the_server_clock(store: LineStore, redis_ur
     await make_room(store, rate_per_minute=rate)
     for i in range(500):
         await store.join("r", f"v{i:011d}")
-    clients = [Redis.from_url(redis_url) for _ in range(4)]
+    clients = [connect(redis_url) for _ in range(4)]
     stores = [LineStore(c, store.prefix) for c in clients]
     stop = time.monotonic() + 3.0
     samples: list[tuple[int, int]] = []
