@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from queue_core.keys import guess_key
 from queue_core.line_view import LineView, Standing
 from queue_core.rooms import RoomConfig
 from queue_core.store import LineStore
@@ -586,7 +587,7 @@ class Gate:
 
     def guess_keys(self, request: Request, room: RoomConfig) -> list[str]:
         ip = request.client.host if request.client else "unknown"
-        return [f"{self.store.prefix}:{{{room.name}}}:guesses:{ip}"]
+        return [guess_key(self.store.prefix, room.name, ip)]
 
     async def guessing(self, request: Request, room: RoomConfig) -> bool:
         try:

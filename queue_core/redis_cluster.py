@@ -98,6 +98,25 @@ class LocalCluster:
                         return next(n for n in self.nodes if n.port == int(port))
         raise RedisServerError(f"no live node serves slot {slot}")
 
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        for node in self.live_nodes():
+            info = self._call(node, "INFO", "replication")
+            if info["role"] == "slave" and int(info["master_port"]) == primary.port:
+                return node
+        raise RedisServerError(f"{primary} has no live replica")
+
+    def wait_failover(self, key: str, old: RedisServer, timeout: float = 20.0) -> RedisServer:
+        """Until a live node other than `old` serves `key`'s slot as primary."""
+        found: list[RedisServer] = []
+
+        def moved() -> bool:
+            node = self.primary_for(key)
+            found[:] = [node]
+            return node is not old and node.running
+
+        self._wait(time.monotonic() + timeout, f"a new primary for {key}", moved)
+        return found[0]
+
     def live_nodes(self) -> list[RedisServer]:
         return [n for n in self.nodes if n.running]
 
@@ -133,7 +152,7 @@ class LocalCluster:
     @staticmethod
     def _wait(deadline: float, what: str, done: Callable[[], bool]) -> None:
         while True:
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(redis.RedisError, RedisServerError):
                 if done():
                     return
             if time.monotonic() >= deadline:
