@@ -100,6 +100,13 @@ def _up(args: argparse.Namespace, metrics_dir: str) -> int:
     except ConfigError as exc:
         print(f"waitroom: {exc}", file=sys.stderr)
         return 2
+    if args.gateways < 1 or args.port <= args.backend_port < args.port + args.gateways:
+        print(
+            f"waitroom: --gateways {args.gateways} from port {args.port} collides with "
+            f"--backend-port {args.backend_port}",
+            file=sys.stderr,
+        )
+        return 2
     state_dir = Path(args.state_dir).resolve()
     redis_server: RedisServer | LocalCluster | LocalSentinel | None = None
     redis_url = os.environ.get("REDIS_URL", "")

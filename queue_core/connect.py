@@ -16,6 +16,7 @@ not discovered at the first request.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from redis.asyncio.sentinel import (
     SentinelManagedSSLConnection,
 )
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient = Redis | RedisCluster
 Kind = Literal["single", "sentinel", "cluster"]
@@ -123,22 +125,27 @@ def connect(
     url: str | RedisTarget, *, max_connections: int = 64, pool_timeout: float = 5.0
 ) -> RedisClient:
     """A client for `url` with at most `max_connections` connections (per node on a
-    cluster). Past that, a single server or Sentinel primary makes callers wait up to
-    `pool_timeout` for a free connection; a cluster node refuses (MaxConnectionsError)."""
+    cluster). Past that, callers wait up to `pool_timeout` for a free one, then get a
+    ConnectionError."""
     target = parse_redis_url(url) if isinstance(url, str) else url
     common: dict[str, Any] = {
         **DEFAULT_TIMEOUTS,
         "username": target.username,
         "password": target.password,
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
-        "retry_on_error": [ConnectionError, TimeoutError],
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
         **{k: v for k, v in target.options.items() if k in FLOAT_OPTIONS},
     }
     tls = {k: v for k, v in target.options.items() if k in TLS_OPTIONS}
     if target.kind == "cluster":
         nodes = [ClusterNode(host, port) for host, port in target.hosts]
-        return RedisCluster(
-            startup_nodes=nodes, max_connections=max_connections, ssl=target.tls, **tls, **common
+        return BlockingRedisCluster(
+            startup_nodes=nodes,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            ssl=target.tls,
+            **tls,
+            **common,
         )
     if target.kind == "sentinel":
         sentinel_kwargs = {**DEFAULT_TIMEOUTS, "password": target.sentinel_password}
@@ -166,6 +173,29 @@ def connect(
         **common,
     )
     return Redis(connection_pool=pool)
+
+
+class BlockingRedisCluster(RedisCluster):
+    """A cluster client whose commands wait (up to `pool_timeout`) for a free connection, as
+    the single-server pool's do: redis-py's own refuses at once (MaxConnectionsError) when a
+    node's `max_connections` are all in use, which would turn a burst of joins into 503s.
+    At most `max_connections` commands are in flight per client, so per node as well."""
+
+    def __init__(self, *, max_connections: int, pool_timeout: float, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._in_flight = asyncio.Semaphore(max_connections)
+        self._pool_timeout = pool_timeout
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await self._in_flight.acquire()
+        except TimeoutError as exc:
+            raise RedisConnectionError("No connection available.") from exc
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._in_flight.release()
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):

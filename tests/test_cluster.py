@@ -8,6 +8,7 @@ of its shard dies, having just taken writes its replica never got.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -18,13 +19,14 @@ from pathlib import Path
 import pytest
 import redis
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError
 
 import test_store
 from gateway.limits import FailureLimiter
 from gateway.ops.audit import AuditLog
 from helpers import Stack, gateway_stack
 from line_run import LineRun, check, cut_off
-from queue_core.connect import RedisClient
+from queue_core.connect import RedisClient, connect
 from queue_core.keys import RoomKeys, audit_key, autopilot_lock_key, guess_key, login_key
 from queue_core.redis_cluster import SLOTS, LocalCluster
 from queue_core.rooms import RoomConfig
@@ -125,6 +127,24 @@ async def test_keys_of_no_room_work_across_slots(
         ("paused", "0", "1"),
         ("rate", "60", "90"),
     ]
+
+
+async def test_a_burst_waits_for_the_bounded_pool(cluster: LocalCluster, key_prefix: str) -> None:
+    client = connect(cluster.url, max_connections=2, pool_timeout=0.3)
+    counter = f"{key_prefix}:counter"
+    try:
+        await client.ping()
+        counts = await asyncio.gather(*(client.incr(counter) for _ in range(200)))
+        assert sorted(counts) == list(range(1, 201))  # all waited their turn, none refused
+        busy = [client.blpop([f"{key_prefix}:never:{i}"], timeout=0.6) for i in range(2)]
+        waiting = asyncio.gather(*busy)
+        await asyncio.sleep(0.05)
+        with pytest.raises(ConnectionError, match="No connection available"):
+            await client.ping()
+        await waiting
+    finally:
+        await client.delete(counter)
+        await client.aclose()
 
 
 @pytest.fixture(scope="module")
