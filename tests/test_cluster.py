@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError
 
 import test_store
 from gateway.limits import FailureLimiter
+from gateway.ops import live
 from gateway.ops.audit import AuditLog
 from helpers import Stack, gateway_stack
 from line_run import LineRun, check, cut_off
@@ -98,6 +99,8 @@ async def test_a_rooms_keys_share_one_slot_and_rooms_spread_over_every_shard(
         assert await store.place_after_opening(room, "v00000000002") == 2
         await store.record_proxy(room, 17, {"2xx": 3})
         assert await store.proxy_windows(room, [17]) == [{"2xx": 3}]
+        figures = await live.load(store, room, with_series=True)  # the ops dashboard's
+        assert (figures["waiting"], figures["active"]) == (1, 1)
     assert len(primaries) == 3
     # Loaded on the primary that ran it, by the client, on first use (EVALSHA, then SCRIPT
     # LOAD on a miss): a replica promoted later loads it again the same way.

@@ -144,13 +144,15 @@ def series(
 
 async def load(store: LineStore, room: str, *, with_series: bool = False) -> dict[str, Any]:
     k = store.keys(room)
+    # TIME on its own: a cluster pipeline refuses a command without a key (and any node's
+    # clock will do for a dashboard).
+    sec, usec = await store.redis.time()
     async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         pipe.hgetall(k.state)
         for key in (k.line, k.pre, k.active, k.admitted):
             pipe.zcard(key)
         reply = await pipe.execute()
-    (sec, usec), raw_state, waiting, prequeue, active, admitted = reply
+    raw_state, waiting, prequeue, active, admitted = reply
     now_us = int(sec) * 1_000_000 + int(usec)
     state = {_s(a): _s(b) for a, b in raw_state.items()}
     history = await store.history(room, 360 if with_series else 8)
