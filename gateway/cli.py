@@ -100,7 +100,10 @@ def _up(args: argparse.Namespace, metrics_dir: str) -> int:
     except ConfigError as exc:
         print(f"waitroom: {exc}", file=sys.stderr)
         return 2
-    if args.gateways < 1 or args.port <= args.backend_port < args.port + args.gateways:
+    if args.gateways < 1:
+        print("waitroom: --gateways must be 1 or more", file=sys.stderr)
+        return 2
+    if args.port <= args.backend_port < args.port + args.gateways:
         print(
             f"waitroom: --gateways {args.gateways} from port {args.port} collides with "
             f"--backend-port {args.backend_port}",
