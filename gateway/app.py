@@ -11,10 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -22,6 +19,7 @@ from starlette.routing import Match, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
+from queue_core.connect import RedisClient, connect
 from queue_core.keys import audit_key
 from queue_core.store import LineStore
 from queue_core.tokens import Credentials
@@ -46,8 +44,7 @@ from .visitors import Gate
 log = logging.getLogger("waitroom.gateway")
 TEMPLATES = REPO_ROOT / "templates"
 API_PREFIX = "/_waitroom"
-REDIS_CONNECTIONS = 64  # per worker process
-REDIS_SOCKET_TIMEOUT = 2.0
+REDIS_CONNECTIONS = 64  # per worker process (and per node on a cluster)
 
 
 class CachedStaticFiles(StaticFiles):
@@ -109,7 +106,7 @@ schemas = SchemaGenerator(
 def create_app(
     settings: Settings | None = None,
     *,
-    redis: Redis | None = None,
+    redis: RedisClient | None = None,
     proxy: BackendProxy | None = None,
     metrics: GatewayMetrics | None = None,
 ) -> HeaderLimits:
@@ -119,17 +116,7 @@ def create_app(
     owns_redis = redis is None
     if redis is None:
         # Bounded, and a burst of joins waits for a free connection instead of failing.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=REDIS_CONNECTIONS,
-            timeout=5,
-            # A Redis that hangs (overloaded, paused, a network partition) must fail a call in
-            # seconds, not hold it for ever: visitors are then answered from the snapshot.
-            socket_timeout=REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
-        )
-        redis = Redis(connection_pool=pool)
+        redis = connect(settings.redis_url, max_connections=REDIS_CONNECTIONS)
     redis_client = redis
     proxy = proxy or BackendProxy(settings.backend_url, read_timeout=settings.backend_timeout)
     metrics = metrics or GatewayMetrics(settings.rooms)

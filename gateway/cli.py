@@ -15,6 +15,9 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from queue_core.connect import RedisUrlError, parse_redis_url
+from queue_core.redis_cluster import LocalCluster
+from queue_core.redis_sentinel import LocalSentinel
 from queue_core.redis_server import RedisServer, RedisServerError
 from queue_core.rooms import ConfigError, load_rooms
 
@@ -97,15 +100,35 @@ def _up(args: argparse.Namespace, metrics_dir: str) -> int:
     except ConfigError as exc:
         print(f"waitroom: {exc}", file=sys.stderr)
         return 2
+    if args.gateways < 1:
+        print("waitroom: --gateways must be 1 or more", file=sys.stderr)
+        return 2
+    if args.port <= args.backend_port < args.port + args.gateways:
+        print(
+            f"waitroom: --gateways {args.gateways} from port {args.port} collides with "
+            f"--backend-port {args.backend_port}",
+            file=sys.stderr,
+        )
+        return 2
     state_dir = Path(args.state_dir).resolve()
-    redis_server: RedisServer | None = None
+    redis_server: RedisServer | LocalCluster | LocalSentinel | None = None
     redis_url = os.environ.get("REDIS_URL", "")
+    try:
+        shown_url = parse_redis_url(redis_url).describe() if redis_url else ""
+    except RedisUrlError as exc:
+        print(f"waitroom: {exc}", file=sys.stderr)
+        return 2
     procs: list[subprocess.Popen[bytes]] = []
     try:
         if not redis_url:
-            redis_server = RedisServer(port=args.redis_port)
+            if args.redis == "cluster":
+                redis_server = LocalCluster()
+            elif args.redis == "sentinel":
+                redis_server = LocalSentinel()
+            else:
+                redis_server = RedisServer(port=args.redis_port)
             redis_server.start()
-            redis_url = redis_server.url
+            redis_url = shown_url = redis_server.url
         env = {k: v for k, v in os.environ.items() if k != MULTIPROC_ENV}
         secret = _secret(state_dir)
         env.update(
@@ -129,14 +152,22 @@ def _up(args: argparse.Namespace, metrics_dir: str) -> int:
             cwd=REPO_ROOT,
         )
         procs.append(backend)
-        gateway = subprocess.Popen(
-            _uvicorn("gateway.app:create_app", args.host, args.port, args.workers),
-            env={**env, MULTIPROC_ENV: metrics_dir},
-            cwd=REPO_ROOT,
-        )
-        procs.append(gateway)
+        # Several gateways are separate processes as on separate machines, each with its
+        # own metrics; they share nothing but Redis and the secret.
+        gateways = []
+        for i in range(args.gateways):
+            own_metrics = Path(metrics_dir) / f"gateway-{i}"
+            own_metrics.mkdir()
+            gateway = subprocess.Popen(
+                _uvicorn("gateway.app:create_app", args.host, args.port + i, args.workers),
+                env={**env, MULTIPROC_ENV: str(own_metrics)},
+                cwd=REPO_ROOT,
+            )
+            procs.append(gateway)
+            gateways.append(gateway)
         _wait_http(f"http://{args.host}:{args.backend_port}/healthz", backend)
-        _wait_http(f"http://{args.host}:{args.port}/healthz", gateway)
+        for i, gateway in enumerate(gateways):
+            _wait_http(f"http://{args.host}:{args.port + i}/healthz", gateway)
     except (RedisServerError, RuntimeError, OSError) as exc:
         print(f"waitroom: could not start: {exc}", file=sys.stderr)
         _stop(procs)
@@ -146,6 +177,9 @@ def _up(args: argparse.Namespace, metrics_dir: str) -> int:
 
     gw = f"http://{args.host}:{args.port}"
     print("\nwaitroom is up:")
+    if args.gateways > 1:
+        last = args.port + args.gateways - 1
+        print(f"  gateways      {gw} to :{last}   ({args.gateways} processes; any of them will do)")
     for room in rooms.values():
         print(
             f"  waiting room  {gw}{room.entry_path}   (room {room.name!r}, "
@@ -160,8 +194,12 @@ def _up(args: argparse.Namespace, metrics_dir: str) -> int:
         f"  ops dashboard {gw}/_waitroom/ops/   (set WAITROOM_OPS_USERS; "
         "`waitroom hash-password` makes a hash)"
     )
-    where = "embedded Valkey" if redis_server else "from REDIS_URL"
-    print(f"  redis         {redis_url}   ({where})")
+    where = {
+        RedisServer: "embedded Valkey",
+        LocalCluster: "embedded Valkey cluster: 3 primaries, 3 replicas",
+        LocalSentinel: "embedded Valkey: a primary, 2 replicas, 3 sentinels",
+    }.get(type(redis_server), "from REDIS_URL")
+    print(f"  redis         {shown_url}   ({where})")
     print(f"  rooms from    {config}")
     print("Press Ctrl-C to stop.\n", flush=True)
 
@@ -230,9 +268,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--redis-port",
         type=int,
         default=None,
-        help="port for the embedded Redis (default: a free one)",
+        help="port for the embedded Redis with --redis single (default: a free one)",
     )
-    p_up.add_argument("--workers", type=int, default=2, help="gateway worker processes")
+    p_up.add_argument("--workers", type=int, default=2, help="worker processes per gateway")
+    p_up.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes, on --port and the ports after it (default 1)",
+    )
+    p_up.add_argument(
+        "--redis",
+        choices=["single", "cluster", "sentinel"],
+        default="single",
+        help="without REDIS_URL: the embedded Redis to run, one server (default), a cluster "
+        "of 3 primaries with a replica each, or a primary with 2 replicas and 3 sentinels",
+    )
     p_up.add_argument(
         "--config", default=os.environ.get("WAITROOM_CONFIG", str(REPO_ROOT / "waitroom.toml"))
     )

@@ -130,6 +130,11 @@ class LineKeeper:
                     await self.refresh(room)
                 except RedisError as exc:
                     log.warning("room %s: tick failed: %s", room, exc)
+                except Exception:
+                    # Nothing may stop this loop: a worker that stops ticking serves a frozen
+                    # line until restarted. (redis-py's cluster client has raised plain
+                    # AttributeErrors while re-learning the slot map under load.)
+                    log.exception("room %s: tick failed", room)
             if time.monotonic() - self._flushed_at >= 1.0:
                 await self.flush_proxy_stats()
             # redis-py (8.1, Python 3.11) can lose a cancellation that lands while a command is

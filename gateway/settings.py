@@ -10,6 +10,7 @@ from pathlib import Path
 
 from starlette.datastructures import Secret
 
+from queue_core.connect import RedisUrlError, parse_redis_url
 from queue_core.rooms import RoomConfig, load_rooms
 
 from .ops.auth import DEV_USERS, AuthConfigError, parse_users
@@ -59,6 +60,10 @@ class Settings:
         redis_url = env.get("REDIS_URL", "")
         if not redis_url:
             raise SettingsError("REDIS_URL is not set (`waitroom up` starts a Redis and sets it)")
+        try:
+            parse_redis_url(redis_url)
+        except RedisUrlError as exc:
+            raise SettingsError(str(exc)) from exc
         config = env.get("WAITROOM_CONFIG", str(REPO_ROOT / "waitroom.toml"))
         cookie_secure = env.get("WAITROOM_COOKIE_SECURE", "auto")
         if cookie_secure not in {"auto", "always"}:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from queue_core.keys import guess_key
 from queue_core.line_view import LineView, Standing
 from queue_core.rooms import RoomConfig
 from queue_core.store import LineStore
@@ -248,6 +249,10 @@ class Gate:
         snap = self.keeper.views[room.name].snapshot
         return snap.gen if snap is not None else ""
 
+    def known_seq(self, room: RoomConfig, lane: str) -> int:
+        snap = self.keeper.view(room.name, lane).snapshot
+        return snap.lane(lane).seq if snap is not None else 0
+
     async def view(self, room: RoomConfig) -> LineView:
         view = self.keeper.views[room.name]
         if view.snapshot is None:
@@ -350,11 +355,22 @@ class Gate:
             )
             if expires_us is not None:
                 return self.your_turn(request, room, ticket, expires_us, api)
+            if await self.line_was_restored(room, ticket):
+                # Their turn was among the last writes of a primary that died before its
+                # replica had them: the room is restored now, and so is this visitor.
+                return await self.respond_for_ticket(request, room, ticket, api)
         # Swept out, or skipped at the head, for not checking within the grace period: they
         # are back, so they go to the end of the line, and the page says why.
         return await self.join(
             request, room, api=api, visitor=ticket.visitor, notice="lapsed", lane=ticket.lane
         )
+
+    async def line_was_restored(self, room: RoomConfig, ticket: Ticket) -> bool:
+        """Tick now: has the room moved to a new generation since `ticket` was issued? This
+        worker's ticks may not have noticed a failover's lost writes yet."""
+        await self.keeper.refresh(room.name)
+        snap = self.keeper.views[room.name].snapshot
+        return bool(ticket.gen and snap is not None and snap.gen and snap.gen != ticket.gen)
 
     async def join(
         self,
@@ -368,7 +384,14 @@ class Gate:
     ) -> Response:
         visitor = visitor or new_visitor_id()
         result = await self.metrics.redis(
-            "join", self.store.join(room.name, visitor, lane=lane, known_gen=self.gen(room))
+            "join",
+            self.store.join(
+                room.name,
+                visitor,
+                lane=lane,
+                known_gen=self.gen(room),
+                known_seq=self.known_seq(room, lane),
+            ),
         )
         if result.status == "recovering":
             raise Unavailable("the line is being restored after a Redis data loss")
@@ -644,7 +667,7 @@ class Gate:
 
     def guess_keys(self, request: Request, room: RoomConfig) -> list[str]:
         ip = request.client.host if request.client else "unknown"
-        return [f"{self.store.prefix}:{{{room.name}}}:guesses:{ip}"]
+        return [guess_key(self.store.prefix, room.name, ip)]
 
     async def guessing(self, request: Request, room: RoomConfig) -> bool:
         try:

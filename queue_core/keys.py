@@ -1,7 +1,8 @@
 """Every Redis key the line uses, in one place.
 
 All keys of one room share the hash tag ``{room}``, so on Redis Cluster they land on one slot
-and each Lua script touches a single shard.
+and each Lua script touches a single shard; rooms spread over the shards by their names. The
+few keys that belong to no room (the audit stream, login counters) are each used alone.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ def audit_key(prefix: str) -> str:
 
 
 def login_key(prefix: str, who: str) -> str:
+    """Failed ops logins of one address or user name. Not per room: on a cluster these
+    spread over slots, so they are only ever used one key per command."""
     return f"{prefix}:ops:login:{who}"
+
+
+def guess_key(prefix: str, room: str, who: str) -> str:
+    """Wrong receipt or invitation codes typed from one address into one room."""
+    return f"{prefix}:{{{room}}}:guesses:{who}"
 
 
 def autopilot_lock_key(prefix: str, room: str) -> str:

@@ -19,9 +19,11 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -109,8 +111,17 @@ class RedisServer:
         host: str = "127.0.0.1",
         data_dir: StrPath | None = None,
         log_file: StrPath | None = None,
+        *,
+        password: str | None = None,
+        config_file: StrPath | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """`config_file` comes first on the command line (Sentinel needs one it can write);
+        `extra_args` last, so they override the defaults (e.g. cluster or replica options)."""
         self.host = host
+        self.password = password
+        self._config_file = config_file
+        self._extra_args = tuple(extra_args)
         self._port = port
         # A fixed port is never swapped for another on bind failure: the caller asked for it.
         self._port_fixed = port is not None
@@ -129,7 +140,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -195,6 +207,7 @@ class RedisServer:
         log_start = log_path.stat().st_size if log_path.exists() else 0
         args = [
             binary,
+            *([str(self._config_file)] if self._config_file is not None else []),
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",  # no RDB snapshots: tests want a clean, fast, disk-free server
@@ -205,6 +218,8 @@ class RedisServer:
             # we bind to loopback only, so it protects nothing; off, an explicit host works too.
             "--protected-mode", "no",
             "--logfile", str(log_path),
+            *(["--requirepass", self.password] if self.password else []),
+            *self._extra_args,
         ]  # fmt: skip
         # Config errors are printed to stderr before the log file is opened: keep them too.
         with open(log_path, "ab") as log_fh:
@@ -251,6 +266,7 @@ class RedisServer:
             # Short timeouts and no retries: the caller polls, and checks for process exit
             # between polls. (redis-py's default retries with backoff; a squatter that accepts
             # but never answers would stall us for seconds.)
+            password=self.password,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
             retry=Retry(NoBackoff(), 0),

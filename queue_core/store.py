@@ -11,8 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
+from .connect import RedisClient
 from .keys import MAIN_LANE, RoomKeys, room_keys
 from .rooms import RoomConfig
 from .snapshot import Sample, Snapshot
@@ -52,7 +51,7 @@ class LineStore:
     """Rooms' lines in Redis. `now_us` arguments exist for tests; production leaves them out
     so that every script reads the Redis server's clock."""
 
-    def __init__(self, redis: Redis, prefix: str = "wr") -> None:
+    def __init__(self, redis: RedisClient, prefix: str = "wr") -> None:
         self.redis = redis
         self.prefix = prefix
         self._join = redis.register_script(script_source("join"))
@@ -63,6 +62,9 @@ class LineStore:
         self._restore = redis.register_script(script_source("restore"))
         self._sold_out_signal = redis.register_script(script_source("sold_out_signal"))
         self._keys: dict[str, RoomKeys] = {}
+        # The highest place this store's joins handed out, per (room, lane): a floor the next
+        # tick passes on, so that a join lost in a failover is noticed (see tick.lua).
+        self._issued: dict[tuple[str, str], int] = {}
         # Each room's lanes and their shares of the outflow, main lane ("") first.
         self.lanes: dict[str, dict[str, float]] = {}
 
@@ -152,17 +154,32 @@ class LineStore:
         lane: str = MAIN_LANE,
         invite: str = "",
         known_gen: str = "",
+        known_seq: int = 0,
     ) -> JoinResult:
         """Give `visitor` a place in `lane` (or return theirs). `draw` orders a pre-queue at
-        the opening; `invite` is a single-use invitation id redeemed by this join."""
+        the opening; `invite` is a single-use invitation id redeemed by this join.
+        `known_gen` and `known_seq` are the room's generation and the lane's seq as the
+        caller last saw them (they tell a room Redis lost, in part or whole)."""
         k = self.keys(room)
         draw = random.random() if draw is None else draw
         lines = [k.lane(name).line for name in self.lane_shares(room)]
+        floor = max(known_seq, self._issued.get((room, lane), 0)) if known_gen else 0
         status, place, head, now = await self._join(
             keys=[k.state, k.admitted, k.used_invites, *k.lane(lane).all(), *lines],
-            args=[_now_arg(now_us), visitor, repr(draw), invite, known_gen, new_generation()],
+            args=[
+                _now_arg(now_us),
+                visitor,
+                repr(draw),
+                invite,
+                known_gen,
+                new_generation(),
+                floor,
+            ],
         )
-        return JoinResult(_text(status), int(place), int(head), int(now))  # type: ignore[arg-type]
+        result = JoinResult(_text(status), int(place), int(head), int(now))  # type: ignore[arg-type]
+        if result.place > self._issued.get((room, lane), 0):
+            self._issued[room, lane] = result.place
+        return result
 
     async def tick(
         self,
@@ -175,7 +192,8 @@ class LineStore:
     ) -> Snapshot:
         """Admit, sweep and report. `holes_from` and `seen` are per lane (a plain value means
         the main lane's). `known` is the caller's last snapshot: if Redis has lost the room
-        since, the room is restored from it."""
+        since, or the last moments of it (a failover to a replica that was behind), the room
+        is restored from it."""
         k = self.keys(room)
         shares = self.lane_shares(room)
         if not isinstance(holes_from, Mapping):
@@ -188,17 +206,24 @@ class LineStore:
             len(shares),
             known.gen if known else "",
             new_generation(),
+            *(
+                (known.processed, known.admitted_total, known.abandoned_total, known.no_show_total)
+                if known
+                else (0, 0, 0, 0)
+            ),
         ]
         for name, share in shares.items():
             keys += k.lane(name).all()
             places = seen.get(name, ())
             last = known.lane(name) if known else None
+            issued = self._issued.get((room, name), 0) if known else 0
             args += [
                 name,
                 repr(share),
                 holes_from.get(name, 0),
                 last.head if last else 0,
-                last.seq if last else 0,
+                max(last.seq if last else 0, issued),
+                last.processed if last else 0,
                 len(places),
                 *places,
             ]

@@ -1,6 +1,7 @@
 """Fixtures: a real Redis for the whole session, and per-test key prefixes.
 
-With REDIS_URL set the tests use that server instead of starting one; they only ever delete
+With REDIS_URL set the tests use that server instead of starting one (any form
+queue_core.connect takes: a cluster or a Sentinel too); they only ever delete
 keys under their own random prefix, so they never flush (or even scan beyond) data they did
 not write.
 """
@@ -13,8 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
+from queue_core.connect import RedisClient, connect
 from queue_core.redis_server import RedisServer
 from queue_core.store import LineStore
 
@@ -39,14 +40,14 @@ def key_prefix() -> str:
     return f"wrtest-{uuid.uuid4().hex[:12]}"
 
 
-async def delete_prefix(client: Redis, prefix: str) -> None:
+async def delete_prefix(client: RedisClient, prefix: str) -> None:
     async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
         await client.delete(key)
 
 
 @pytest.fixture
-async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[RedisClient]:
+    client = connect(redis_url)
     try:
         yield client
     finally:
@@ -55,13 +56,13 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def store(redis_client: Redis, key_prefix: str) -> LineStore:
+async def store(redis_client: RedisClient, key_prefix: str) -> LineStore:
     return LineStore(redis_client, key_prefix)
 
 
 @pytest.fixture
 async def stack_store(stack: Any) -> AsyncIterator[LineStore]:
     """A LineStore on the module's running stack (each module defines its own `stack`)."""
-    client = Redis.from_url(stack.redis_url)
+    client = connect(stack.redis_url)
     yield LineStore(client, stack.prefix)
     await client.aclose()

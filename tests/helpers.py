@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-import redis
+
+from queue_core.connect import connect
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,32 +47,59 @@ def run_server(
     Waits until ``health_path`` answers 200 and always stops the process on exit, so a
     failing test cannot leave a server behind.
     """
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--log-level", "warning"]
-    if factory:
-        command.append("--factory")
-    command += list(args)
-    process_env = {**os.environ, **(env or {})}
-    # A file rather than a pipe: a chatty server must never block on a full pipe buffer.
-    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as metrics_dir:
-        # Several workers merge their Prometheus metrics through files in one directory,
-        # which must start empty (as `waitroom up` does it).
-        if "--workers" in args:
-            process_env.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    with run_servers(
+        app,
+        1,
+        env=env,
+        factory=factory,
+        health_path=health_path,
+        startup_timeout_s=startup_timeout_s,
+        args=args,
+    ) as urls:
+        yield urls[0]
+
+
+@contextlib.contextmanager
+def run_servers(
+    app: str,
+    count: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    factory: bool = True,
+    health_path: str = "/healthz",
+    startup_timeout_s: float = 10.0,
+    args: Sequence[str] = (),
+) -> Iterator[list[str]]:
+    """`count` separate uvicorn processes of ``app`` (as on separate machines), started at
+    once and each on its own port; yield their base URLs once all are healthy."""
+    with contextlib.ExitStack() as resources:
+        processes: list[tuple[subprocess.Popen[bytes], str, IO[bytes]]] = []
         try:
-            base_url = f"http://127.0.0.1:{port}"
-            _wait_until_healthy(process, base_url + health_path, startup_timeout_s, log)
-            yield base_url
+            for _ in range(count):
+                port = free_port()
+                command = [sys.executable, "-m", "uvicorn", app]
+                command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+                if factory:
+                    command.append("--factory")
+                command += list(args)
+                process_env = {**os.environ, **(env or {})}
+                # A file rather than a pipe: a chatty server must never block on a full pipe.
+                log = resources.enter_context(tempfile.TemporaryFile())
+                # Several workers merge their Prometheus metrics through files in one
+                # directory, which must start empty (as `waitroom up` does it).
+                if "--workers" in args:
+                    metrics_dir = resources.enter_context(tempfile.TemporaryDirectory())
+                    process_env.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+                process = subprocess.Popen(
+                    command, cwd=REPO_ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT
+                )
+                processes.append((process, f"http://127.0.0.1:{port}", log))
+            for process, base_url, log in processes:
+                _wait_until_healthy(process, base_url + health_path, startup_timeout_s, log)
+            yield [base_url for _, base_url, _ in processes]
         finally:
-            _stop(process)
+            for process, _, _ in processes:
+                _stop(process)
 
 
 def _wait_until_healthy(
@@ -109,11 +138,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 class Stack:
     """A running gateway with a site behind it, on the session's Redis."""
 
-    url: str  # the gateway
+    url: str  # the gateway (the first, when there are several)
     backend: str  # the site behind it
     secret: str
     prefix: str  # every Redis key this stack writes starts with it
     redis_url: str
+    urls: tuple[str, ...] = ()  # every gateway, when there are several
 
 
 @contextlib.contextmanager
@@ -123,14 +153,16 @@ def gateway_stack(
     rooms: str,
     *,
     workers: int = 1,
+    gateways: int = 1,
     gateway_env: Mapping[str, str] | None = None,
     site: str = "booking_backend.app:create_app",
     site_env: Mapping[str, str] | None = None,
     site_args: Sequence[str] = (),
     site_factory: bool = True,
 ) -> Iterator[Stack]:
-    """Start the site, then the gateway in front of it with `rooms` (TOML); on the way out,
-    delete exactly the Redis keys this stack wrote (never anyone else's)."""
+    """Start the site, then the gateway in front of it with `rooms` (TOML) (`gateways` of
+    them, as separate machines would run them); on the way out, delete exactly the Redis
+    keys this stack wrote (never anyone else's)."""
     config = tmp / "rooms.toml"
     config.write_text(rooms)
     prefix = f"wrtest-{uuid.uuid4().hex[:12]}"
@@ -147,14 +179,25 @@ def gateway_stack(
             **(gateway_env or {}),
         }
         args = ["--workers", str(workers)] if workers > 1 else []
-        with run_server("gateway.app:create_app", env=env, args=args) as url:
+        with run_servers("gateway.app:create_app", gateways, env=env, args=args) as urls:
             try:
-                yield Stack(url, backend, secret, prefix, redis_url)
+                yield Stack(urls[0], backend, secret, prefix, redis_url, tuple(urls))
             finally:
-                client = redis.Redis.from_url(redis_url)
-                for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-                    client.delete(key)
-                client.close()
+                delete_keys(redis_url, prefix)
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Delete the keys under `prefix` (on every shard of a cluster), and nobody else's."""
+
+    async def run() -> None:
+        client = connect(redis_url)
+        try:
+            async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                await client.delete(key)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
 
 
 def record_figures(test: str, **figures: object) -> None:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
+from queue_core.connect import RedisClient
 
 MAX_ENTRIES = 100_000  # about, trimmed by Redis in whole blocks (MAXLEN ~)
 PAGE_SIZE = 1000  # entries per XREVRANGE when reading the stream through
@@ -28,7 +28,7 @@ class Entry:
 
 
 class AuditLog:
-    def __init__(self, redis: Redis, key: str) -> None:
+    def __init__(self, redis: RedisClient, key: str) -> None:
         self.redis = redis
         self.key = key
 

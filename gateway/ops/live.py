@@ -193,8 +193,10 @@ async def load(
     whose measured outflow the estimates use; `now_us` (tests) replaces the server clock."""
     k = store.keys(room)
     shares = store.lane_shares(room)
+    # TIME on its own: a cluster pipeline refuses a command without a key (and any node's
+    # clock will do for a dashboard).
+    sec, usec = await store.redis.time()
     async with store.redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         pipe.hgetall(k.state)
         pipe.zcard(k.active)
         pipe.zcard(k.admitted)
@@ -203,7 +205,7 @@ async def load(
             pipe.zcard(lane_keys.line)
             pipe.zcard(lane_keys.pre)
             pipe.hget(lane_keys.state, "seq")
-        (sec, usec), raw_state, active, admitted, *per_lane = await pipe.execute()
+        raw_state, active, admitted, *per_lane = await pipe.execute()
     if now_us is None:
         now_us = int(sec) * 1_000_000 + int(usec)
     state = {_s(a): _s(b) for a, b in raw_state.items()}

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
+from queue_core.connect import connect
 from queue_core.store import LineStore
 
 
@@ -116,7 +115,7 @@ class AdmissionWatch:
             self.result.error = exc
 
     async def _watch(self) -> None:
-        redis = Redis.from_url(self.redis_url)
+        redis = connect(self.redis_url)
         store = LineStore(redis, self.prefix)
         state = store.keys(self.room).state
         run = self.result

@@ -8,11 +8,12 @@
 -- ARGV[2] visitor id   ARGV[3] a random number in [0, 1): this visitor's draw in a pre-queue
 -- ARGV[4] an invitation id to redeem (single use), or ''
 -- ARGV[5] the room generation the caller last saw ('' if none)   ARGV[6] a fresh random id
+-- ARGV[7] the highest place in this lane the caller knows was handed out (0 if none)
 -- Returns {status, place, head, now}: status is 'waiting', 'admitted' (went straight through:
 -- nobody was waiting and a slot was free), 'scheduled' (in the pre-queue before a scheduled
 -- opening; place 0 until the opening draws the order), 'closed', 'used' (the invitation was
--- already redeemed; nothing changed) or 'recovering' (Redis lost the room a moment ago and no
--- tick has restored it yet: ask again in a second; nothing changed) (place 0).
+-- already redeemed; nothing changed) or 'recovering' (Redis lost the room, or its last
+-- moments, and no tick has restored it yet: ask again in a second; nothing changed) (place 0).
 local now = now_us(ARGV[1])
 local vid = ARGV[2]
 local st = load_state(KEYS[1])
@@ -22,6 +23,12 @@ local head = num(lane_st, 'head', 0)
 local existing = redis.call('ZSCORE', KEYS[5], vid)
 if existing then
   return {'waiting', tonumber(existing), head, now}
+end
+if st['gen'] and st['gen'] == ARGV[5] and tonumber(ARGV[7]) > num(lane_st, 'seq', 0) then
+  -- Places the caller knows were handed out are missing (a failover to a replica that was
+  -- behind): handing them out again would give two visitors one place. The tick restores
+  -- the room first.
+  return {'recovering', 0, head, now}
 end
 if not st['gen'] then
   -- No generation: a brand-new room (start one), or one Redis just lost (a caller who saw

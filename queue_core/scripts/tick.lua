@@ -13,8 +13,11 @@
 -- ARGV[1] now override in microseconds, or ''   ARGV[2] number of lanes
 -- ARGV[3] the room generation the caller last saw ('' if none)   ARGV[4] a fresh random id,
 --   the new generation if the room's state turns out to be lost
+-- ARGV[5..8] the room's processed, admitted_total, abandoned_total and no_show_total as the
+--   caller last saw them
 -- then per lane: name, share, absolute index of the first hole the caller has not seen,
---   the lane's head and seq the caller last saw, number of places seen, and those places
+--   the lane's head, seq and processed as the caller last saw them (its seq also counts the
+--   places the caller's own joins handed out), number of places seen, and those places
 --   (visitors who checked since the caller's last tick)
 -- Returns {now, processed, admitted_total, abandoned_total, no_show_total, active, paused,
 --          closed, rate (string), sold_out, opens_at, opened, banner (string), generation,
@@ -32,13 +35,47 @@ local st = load_state(KEYS[1])
 local grace_us = num(st, 'grace_us', 300000000)
 local claim_us = num(st, 'claim_us', 300000000)
 
--- Redis lost the room (FLUSHALL, a restart without persistence): the state hash has no
--- generation. Start a new one, and take the heads and place counters up to what the caller
--- last saw, so no waiting visitor's position jumps up and newcomers queue behind everyone.
--- Waiting visitors come back one by one at the places their signed tickets carry.
+local TOTALS = {'processed', 'admitted_total', 'abandoned_total', 'no_show_total'}
 local known_gen = ARGV[3]
+
+local lanes = {}
+local a = 9
+for i = 1, tonumber(ARGV[2]) do
+  local k = 4 + (i - 1) * 5
+  local lane = {name = ARGV[a], share = tonumber(ARGV[a + 1]), holes_from = tonumber(ARGV[a + 2]),
+    st_key = KEYS[k + 1], line = KEYS[k + 2], seen = KEYS[k + 3], holes = KEYS[k + 4],
+    pre = KEYS[k + 5], admitted = 0, skipped = 0, swept = 0,
+    known = {head = tonumber(ARGV[a + 3]), seq = tonumber(ARGV[a + 4]),
+      lane_processed = tonumber(ARGV[a + 5])}}
+  -- Heartbeats ride along with the tick: one round trip per room per worker per tick.
+  mark_seen(lane.seen, now, ARGV, a + 7, a + 6 + tonumber(ARGV[a + 6]))
+  a = a + 7 + tonumber(ARGV[a + 6])
+  lane.st = (i == 1) and st or load_state(lane.st_key)
+  lanes[i] = lane
+end
+
+-- Counters only ever grow on one server. A caller that saw more than the server holds now
+-- talked to a server that is gone: a failover promoted a replica that had not yet received
+-- the last writes (replication is asynchronous). That is a partial loss of the room.
+local behind = false
+if st['gen'] and known_gen == st['gen'] then
+  for i, field in ipairs(TOTALS) do
+    if tonumber(ARGV[4 + i]) > num(st, field, 0) then behind = true end
+  end
+  for _, lane in ipairs(lanes) do
+    for field, seen in pairs(lane.known) do
+      if seen > num(lane.st, field, 0) then behind = true end
+    end
+  end
+end
+
+-- Redis lost the room (FLUSHALL, a restart without persistence: the state hash has no
+-- generation), or the last moments of it (behind). Start a new generation, and take the
+-- heads, place counters and totals up to what the caller last saw, so no waiting visitor's
+-- position jumps up and newcomers queue behind everyone. Waiting visitors come back one by
+-- one at the places their signed tickets carry (a ticket of an older generation says so).
 local recovering = false
-if not st['gen'] then
+if not st['gen'] or behind then
   recovering = known_gen ~= ''
   st['gen'] = ARGV[4]
   redis.call('HSET', KEYS[1], 'gen', st['gen'])
@@ -55,27 +92,34 @@ elseif known_gen ~= '' and known_gen == st['prev_gen'] then
   recovering = true
 end
 
-local lanes = {}
-local a = 5
-for i = 1, tonumber(ARGV[2]) do
-  local k = 4 + (i - 1) * 5
-  local lane = {name = ARGV[a], share = tonumber(ARGV[a + 1]), holes_from = tonumber(ARGV[a + 2]),
-    st_key = KEYS[k + 1], line = KEYS[k + 2], seen = KEYS[k + 3], holes = KEYS[k + 4],
-    pre = KEYS[k + 5], admitted = 0, skipped = 0, swept = 0}
-  local known_head, known_seq = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  -- Heartbeats ride along with the tick: one round trip per room per worker per tick.
-  mark_seen(lane.seen, now, ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5]))
-  a = a + 6 + tonumber(ARGV[a + 5])
-  lane.st = (i == 1) and st or load_state(lane.st_key)
+if recovering then
+  for i, field in ipairs(TOTALS) do
+    local seen = tonumber(ARGV[4 + i])
+    if seen > num(st, field, 0) then st[field] = seen end
+  end
+  for _, lane in ipairs(lanes) do
+    for field, seen in pairs(lane.known) do
+      if seen > num(lane.st, field, 0) then lane.st[field] = seen end
+    end
+    -- head and lane_processed are written back below with the rest of the lane's counters.
+    redis.call('HSET', lane.st_key, 'seq', fmt(num(lane.st, 'seq', 0)))
+  end
+end
+for _, lane in ipairs(lanes) do
+  lane.head = num(lane.st, 'head', 0)
   if recovering then
-    if known_head > num(lane.st, 'head', 0) then lane.st['head'] = known_head end
-    if known_seq > num(lane.st, 'seq', 0) then
-      lane.st['seq'] = known_seq
-      redis.call('HSET', lane.st_key, 'seq', known_seq)
+    -- After a partial loss the line still holds people whose turn came in the lost moments
+    -- (the head floor is past them): those still checking are let in again, as they were.
+    local due_already = redis.call('ZRANGE', lane.line, '-inf', lane.head, 'BYSCORE', 'LIMIT', 0,
+      MAX_WORK, 'WITHSCORES')
+    for i = 1, #due_already, 2 do
+      local vid, place = due_already[i], tonumber(due_already[i + 1])
+      redis.call('ZREM', lane.line, vid)
+      if is_alive(lane.seen, now, place, grace_us) then
+        redis.call('ZADD', KEYS[2], fmt(now + claim_us), vid)
+      end
     end
   end
-  lane.head = num(lane.st, 'head', 0)
-  lanes[i] = lane
 end
 
 -- A scheduled opening: reserve, in every lane, one block of places for its whole pre-queue at
@@ -134,13 +178,21 @@ local function admit_next(lane)
     local vid, place = m[1], tonumber(m[2])
     redis.call('ZREM', lane.line, vid)
     work = work + 1
-    lane.head = place
-    if is_alive(lane.seen, now, place, grace_us) then
-      redis.call('ZADD', KEYS[2], fmt(now + claim_us), vid)
-      lane.admitted = lane.admitted + 1
-      return true
+    if place <= lane.head then
+      -- Left behind the head (by a recovery with more to do than one call, or a place held
+      -- twice): their turn came already, and it takes no slot now.
+      if is_alive(lane.seen, now, place, grace_us) then
+        redis.call('ZADD', KEYS[2], fmt(now + claim_us), vid)
+      end
+    else
+      lane.head = place
+      if is_alive(lane.seen, now, place, grace_us) then
+        redis.call('ZADD', KEYS[2], fmt(now + claim_us), vid)
+        lane.admitted = lane.admitted + 1
+        return true
+      end
+      lane.skipped = lane.skipped + 1
     end
-    lane.skipped = lane.skipped + 1
   end
   return false
 end
