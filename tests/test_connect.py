@@ -105,9 +105,9 @@ async def test_the_pool_is_bounded_and_a_burst_waits(redis_url: str) -> None:
     client = connect(redis_url, max_connections=1, pool_timeout=0.2)
     try:
         assert await client.ping()
-        # The only connection is busy for 3 s: a second command waits 0.2 s, then gives up.
+        # The only connection is busy for 1.5 s: a second command waits 0.2 s, then gives up.
         # (The busy command is given time to take the connection even on a loaded machine.)
-        busy = asyncio.create_task(client.blpop(["wrtest-connect-never"], timeout=3))
+        busy = asyncio.create_task(client.blpop(["wrtest-connect-never"], timeout=1.5))
         await asyncio.sleep(0.5)
         with pytest.raises(ConnectionError, match="No connection available"):
             await client.ping()

@@ -246,7 +246,7 @@ async def test_an_expired_session_asks_to_log_in_again_and_changes_nothing(
     assert (await store.state("quiet")).get("closed") == before.get("closed")
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 5) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within_s: float = 15) -> None:
     """Until `check()` holds: the gateway's view of a room follows Redis within a tick."""
     deadline = time.monotonic() + within_s
     while not await check():
