@@ -13,7 +13,7 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from helpers import Stack, gateway_stack
+from helpers import Stack, gateway_stack, record_figures
 from queue_core.redis_server import RedisServer
 from queue_core.store import LineStore
 
@@ -114,5 +114,14 @@ async def test_redis_losing_everything_keeps_the_order_and_the_admitted(
         state = await LineStore(client, stack.prefix).state("vaccination")
         await client.aclose()
         assert state["recoveries"] == "1" and int(state["recovered_at"]) > 0
+        record_figures(
+            "redis flushed mid-queue",
+            visitors_waiting=len(waiting),
+            order_kept=again == sorted(again),
+            moved_back=sum(a > b for a, b in zip(again, before, strict=True)),
+            newcomer_position=31,
+            admission_resumed_within_seconds=round(time.monotonic() - t_lost, 1),
+            admitted_visitor_still_on_site=True,
+        )
     finally:
         await asyncio.gather(*(v.aclose() for v in visitors))
