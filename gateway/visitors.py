@@ -2,14 +2,14 @@
 
 A status check by someone waiting is answered from this worker's view of the line, without
 Redis. Redis is touched to join, once at the visitor's turn to collect the pass, once after a
-scheduled opening to learn the drawn place, and when a receipt is redeemed.
+scheduled opening to learn the drawn place, when a receipt is redeemed, and once per worker
+for each browser that uses a pass (to count the browsers a pass is used from).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,9 +22,18 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from queue_core.line_view import LineView, Standing
 from queue_core.rooms import RoomConfig
-from queue_core.store import LineStore
-from queue_core.tokens import Credentials, InvalidCredential, Pass, Ticket, new_visitor_id
+from queue_core.store import Claimed, LineStore, Newcomer
+from queue_core.tokens import (
+    Credentials,
+    InvalidCredential,
+    Pass,
+    Ticket,
+    new_visitor_id,
+    pass_id_for,
+)
 
+from .challenge import Challenge, Challenges
+from .client_ip import ClientAddress, TrustedProxies
 from .forms import FormTooLarge, read_form
 from .i18n import LANG_COOKIE
 from .invitations import Invitations
@@ -32,6 +41,7 @@ from .limits import FailureLimiter
 from .line_keeper import LineKeeper
 from .metrics import NO_ROOM, GatewayMetrics
 from .pages import LANG_COOKIE_SECONDS, Pages
+from .pass_sessions import PassSessions, new_session_id, parse_session, session_cookie
 from .proxy import BackendProxy
 from .receipts import Receipts
 from .status import (
@@ -46,11 +56,15 @@ from .status_text import StatusText, status_text
 log = logging.getLogger("waitroom.gateway")
 NO_STORE = {"Cache-Control": "no-store"}
 TICKET_HEADER = "x-waitroom-ticket"
+# An API client's proof of work: the challenge it was given, and the nonce that solves it.
+CHALLENGE_HEADER = "x-waitroom-challenge"
+NONCE_HEADER = "x-waitroom-nonce"
 TICKET_COOKIE_SECONDS = 24 * 3600
 # Wrong receipt or invitation codes allowed per address per window: plenty for typos, and
 # against 40-bit checks it leaves guessing hopeless.
 GUESS_LIMIT = 20
 GUESS_WINDOW = 900
+CLOCK_SKEW = 120  # seconds gateways' clocks may disagree by, for a spent challenge's record
 
 
 def ticket_cookie(room: str) -> str:
@@ -79,6 +93,8 @@ class Gate:
         cookie_secure: str = "auto",
         internal_paths: Sequence[str] = ("/_backend/", "/_sim/", "/metrics"),
         metrics: GatewayMetrics | None = None,
+        challenges: Challenges | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.rooms = rooms
         self.keeper = keeper
@@ -88,6 +104,10 @@ class Gate:
         self.receipts = receipts
         self.invitations = invitations
         self.guesses = FailureLimiter(keeper.store.redis, GUESS_LIMIT, GUESS_WINDOW)
+        self.sessions = PassSessions(keeper.store, self.metrics)
+        self.challenges = challenges or Challenges(["unused: rooms ask for no proof of work"])
+        self.proxies = proxies or TrustedProxies()
+        self.warned_private = False
         self.proxy = proxy
         self.pages = pages
         self.cookie_secure = cookie_secure
@@ -115,8 +135,44 @@ class Gate:
             return await self.proxy.forward(request, observe=self.metrics.forwarded(NO_ROOM))
         admission = self.valid_pass(request, room)
         if admission is not None:
-            return await self.forward_admitted(request, room, admission.visitor)
+            return await self.admitted(request, room, admission)
         return await self.queue(request, room, api=False)
+
+    async def admitted(self, request: Request, room: RoomConfig, admission: Pass) -> Response:
+        """A genuine, current pass: to the site, unless ops revoked it or it is a copy in
+        more browsers than the room allows. Both are decided from this worker's memory in
+        the steady state: the epoch comes with every tick, and known browsers are cached."""
+        snap = self.keeper.views[room.name].snapshot
+        if snap is not None and admission.epoch < snap.epoch:
+            self.metrics.token_refused(room.name, "pass", "revoked")
+            return self.pass_refused(request, room, "pass_revoked")
+        most = self.sessions_per_pass(room)
+        session = parse_session(request.cookies.get(session_cookie(room.name)))
+        fresh = session is None and most > 0
+        session = session or new_session_id()
+        if not await self.sessions.admits(room.name, admission, session, most):
+            self.metrics.token_refused(room.name, "pass", "sessions")
+            return self.pass_refused(request, room, "pass_sessions")
+        response = await self.forward_admitted(request, room, admission.visitor)
+        if fresh:
+            self.set_session(request, response, room, session, admission.expires_at)
+        return response
+
+    def sessions_per_pass(self, room: RoomConfig) -> int:
+        """Browsers per pass: as ops set it live (from the tick), else the room's config."""
+        snap = self.keeper.views[room.name].snapshot
+        if snap is None or snap.sessions_per_pass is None:
+            return room.sessions_per_pass
+        return snap.sessions_per_pass
+
+    def pass_refused(self, request: Request, room: RoomConfig, kind: str) -> Response:
+        """A clear page, and this browser's credentials for the room set aside, so that
+        "join the line" from here starts afresh, at the end of the line. A revoked pass must
+        not lead back to the front: that would undo the revocation for whoever held it."""
+        response = self.message(request, room, kind, 403)
+        for cookie in (pass_cookie, session_cookie, ticket_cookie):
+            response.delete_cookie(cookie(room.name), path="/")
+        return response
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -278,11 +334,11 @@ class Gate:
             return self.show(request, room, status, api)
         location = view.locate(ticket.place)
         if location.standing is Standing.TURN:
-            expires_us = await self.metrics.redis(
+            claimed = await self.metrics.redis(
                 "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
             )
-            if expires_us is not None:
-                return self.your_turn(request, room, ticket, expires_us, api)
+            if claimed is not None:
+                return self.your_turn(request, room, ticket, claimed, api)
         # Swept out, or skipped at the head, for not checking within the grace period: they
         # are back, so they go to the end of the line, and the page says why.
         return await self.join(
@@ -298,13 +354,47 @@ class Gate:
         visitor: str | None = None,
         notice: str | None = None,
         lane: str = "",
+        proof: Challenge | None = None,
+        then: str | None = None,
     ) -> Response:
+        """Give a place (or the one this visitor holds). A visitor the caller knows (from a
+        signed ticket) rejoins as they are; a newcomer is held to the room's join limits and
+        proof of work, checked inside the same single round trip. `then`: a path to redirect
+        to on success instead of answering with the page (after a form was posted)."""
+        newcomer = None
+        if visitor is None:
+            snap = self.keeper.views[room.name].snapshot
+            bits = snap.challenge_bits if snap is not None and not snap.closed else 0
+            if bits and (proof is None or proof.bits < bits):
+                self.metrics.join_refused(room.name, "challenge")
+                return self.challenge(request, room, bits, api, then)
+            client = self.client(request)
+            newcomer = Newcomer(client.address, client.subnet, client.public)
+            if proof is not None:
+                newcomer = dataclasses.replace(
+                    newcomer,
+                    proof_id=proof.challenge_id,
+                    proof_bits=proof.bits,
+                    # Remembered as spent for as long as any gateway could still accept it.
+                    proof_ttl_ms=max(1, proof.expires_at - int(time.time()) + CLOCK_SKEW) * 1000,
+                )
         visitor = visitor or new_visitor_id()
         result = await self.metrics.redis(
-            "join", self.store.join(room.name, visitor, lane=lane, known_gen=self.gen(room))
+            "join",
+            self.store.join(
+                room.name, visitor, lane=lane, known_gen=self.gen(room), newcomer=newcomer
+            ),
         )
         if result.status == "recovering":
             raise Unavailable("the line is being restored after a Redis data loss")
+        if result.status == "limited":
+            self.metrics.join_refused(room.name, "limited")
+            return self.too_many_joins(request, room, result.retry_after_ms, api)
+        if result.status in ("challenge", "replayed"):
+            self.metrics.join_refused(room.name, result.status)
+            # Asked for more than was shown (ops just raised it), or shown a spent proof.
+            bits = result.challenge_bits or (proof.bits if proof else 1)
+            return self.challenge(request, room, bits, api, then)
         self.metrics.arrival(room.name)
         await self.view(room)
         view = self.keeper.view(room.name, lane)
@@ -315,15 +405,25 @@ class Gate:
             ticket = Ticket(
                 room.name, result.place, visitor, int(time.time()), 0, lane, gen=self.gen(room)
             )
-            expires_us = await self.metrics.redis(
+            claimed = await self.metrics.redis(
                 "claim", self.store.claim(room.name, visitor, room.pass_seconds)
             )
-            if expires_us is not None:
+            if claimed is not None:
                 if api:
-                    return self.your_turn(request, room, ticket, expires_us, api)
-                token = self.issue_pass(room, ticket, expires_us)
+                    return self.your_turn(request, room, ticket, claimed, api)
+                token = self.issue_pass(room, ticket, claimed)
+                if then is not None:
+                    response: Response = RedirectResponse(then, status_code=303, headers=NO_STORE)
+                    self.set_pass(request, response, room, token, claimed.expires_us)
+                    return response
+                # This request is the pass's first use: it counts as the browser's session.
+                admission = self.credentials.read_pass(token, time.time())
+                session = new_session_id()
+                await self.sessions.admits(
+                    room.name, admission, session, self.sessions_per_pass(room)
+                )
                 response = await self.forward_admitted(request, room, visitor, token)
-                self.set_pass(request, response, room, token, expires_us)
+                self.set_pass(request, response, room, token, claimed.expires_us, session)
                 return response
         if result.status == "scheduled":
             ticket = Ticket(room.name, 0, visitor, int(time.time()), 0, lane, gen=self.gen(room))
@@ -344,23 +444,46 @@ class Gate:
                 share=room.lane_shares().get(lane, 1.0),
             )
         signed = self.credentials.issue_ticket(ticket)  # once, for the body and the cookie
-        response = self.show(request, room, status, api, signed_ticket=signed)
+        if then is not None:
+            response = RedirectResponse(then, status_code=303, headers=NO_STORE)
+        else:
+            response = self.show(request, room, status, api, signed_ticket=signed)
         self.set_ticket(request, response, ticket, signed)
         return response
 
+    def client(self, request: Request) -> ClientAddress:
+        peer = request.client.host if request.client else None
+        client = self.proxies.client(peer, request.headers.getlist("x-forwarded-for"))
+        if not client.public and not self.warned_private:
+            self.warned_private = True
+            log.warning(
+                "joins arrive from %s, not a public address: the per-address join limits do "
+                "not count them. Behind a proxy, set WAITROOM_TRUSTED_PROXIES to its CIDRs.",
+                client.address,
+            )
+        return client
+
     def your_turn(
-        self, request: Request, room: RoomConfig, ticket: Ticket, expires_us: int, api: bool
+        self, request: Request, room: RoomConfig, ticket: Ticket, claimed: Claimed, api: bool
     ) -> Response:
         """The pass, and a page saying so: the next request to the same URL is the site."""
-        token = self.issue_pass(room, ticket, expires_us)
+        expires_us = claimed.expires_us
+        token = self.issue_pass(room, ticket, claimed)
         next_url = safe_next(room, request.query_params.get("next")) if api else None
         status = admitted_status(room, expires_us // 1_000_000, time.time_ns() // 1000, next_url)
+        # The browser keeps its session id; an app is told it, to send back with the pass.
+        session = parse_session(request.cookies.get(session_cookie(room.name)))
+        session = session or new_session_id()
         if api:
-            body = status.as_json() | {"pass": token, "pass_expires_at": status.pass_expires_at}
+            body = status.as_json() | {
+                "pass": token,
+                "pass_expires_at": status.pass_expires_at,
+                "session": session,
+            }
             response: Response = self.json(request, room, status, body)
         else:
             response = self.show(request, room, status, api)
-        self.set_pass(request, response, room, token, expires_us)
+        self.set_pass(request, response, room, token, expires_us, session)
         return response
 
     async def forward_admitted(
@@ -407,10 +530,21 @@ class Gate:
         try:
             if ticket is not None:
                 return await self.respond_for_ticket(request, room, ticket, api=True)
-            return await self.join(request, room, api=True)
+            proof = self.proof(
+                room,
+                request.headers.get(CHALLENGE_HEADER, ""),
+                request.headers.get(NONCE_HEADER, ""),
+            )
+            return await self.join(request, room, api=True, proof=proof)
         except (Unavailable, RedisError) as exc:
             log.warning("room %s unavailable: %s", room.name, exc)
             return self.unavailable(request, room, api=True)
+
+    def proof(self, room: RoomConfig, challenge: str, nonce: str) -> Challenge | None:
+        """A proof of work shown with a join, if it is genuine, current and correct."""
+        if not challenge:
+            return None
+        return self.challenges.verify(room.name, challenge, nonce, time.time())
 
     async def entry(self, request: Request) -> Response:
         """A link into the line (from a news article, an SMS...): go to `next` in the room,
@@ -418,15 +552,29 @@ class Gate:
         room = self.api_room(request)
         if room is None:
             return self.message(request, None, "unknown_room", 404)
-        target = safe_next(room, request.query_params.get("next"))
+        form: dict[str, str] = {}
+        if request.method == "POST":  # the proof-of-work page, solved
+            try:
+                form = await read_form(request, limit=4096)
+            except FormTooLarge:
+                form = {}
+        target = safe_next(room, form.get("next") or request.query_params.get("next"))
         response = RedirectResponse(target, status_code=303, headers=NO_STORE)
         try:
             ticket = self.read_ticket(request, room, api=False)
         except InvalidCredential:
             ticket = None
-        if ticket is None:
-            response.delete_cookie(ticket_cookie(room.name), path="/")
-        return response
+        if ticket is not None or request.method != "POST":
+            # Holding a ticket, this browser keeps its place: nothing to join, nothing spent.
+            if ticket is None:
+                response.delete_cookie(ticket_cookie(room.name), path="/")
+            return response
+        proof = self.proof(room, form.get("challenge", ""), form.get("nonce", ""))
+        try:
+            return await self.join(request, room, api=False, proof=proof, then=target)
+        except (Unavailable, RedisError) as exc:
+            log.warning("room %s unavailable: %s", room.name, exc)
+            return self.unavailable(request, room, api=False)
 
     async def set_language(self, request: Request) -> Response:
         lang = request.path_params["lang"]
@@ -529,6 +677,10 @@ class Gate:
                 400,
             )
         lane, invite_id = found
+        if self.holds_place(request, room, lane):
+            # One place per browser: already in this lane, it keeps that place, and the code
+            # is not spent (someone else can still use it).
+            return RedirectResponse(room.entry_path, status_code=303, headers=NO_STORE)
         # A fresh visitor id: a place already held in the main lane simply lapses, and can
         # never be admitted as well.
         visitor = new_visitor_id()
@@ -560,6 +712,20 @@ class Gate:
         if result.status != "closed":
             self.set_ticket(request, response, ticket)
         return response
+
+    def holds_place(self, request: Request, room: RoomConfig, lane: str) -> bool:
+        """Does this browser hold a ticket for a place in `lane` that has not lapsed, as far
+        as this worker can tell?"""
+        try:
+            ticket = self.read_ticket(request, room, api=False)
+        except InvalidCredential:
+            return False
+        if ticket is None or ticket.lane != lane:
+            return False
+        view = self.keeper.view(room.name, lane)
+        if ticket.place == 0 or view.snapshot is None:
+            return True
+        return view.locate(ticket.place).standing is not Standing.GONE
 
     # -- guessing codes --------------------------------------------------------------------
 
@@ -685,6 +851,62 @@ class Gate:
         response.delete_cookie(ticket_cookie(room.name), path="/")
         return response
 
+    def challenge(
+        self, request: Request, room: RoomConfig, bits: int, api: bool, then: str | None = None
+    ) -> Response:
+        """The proof of work to do before joining: a fresh challenge (no Redis: it is signed,
+        not stored). The page solves it with its script and posts the answer to the entry
+        link; an app gets it as JSON and sends the answer in two headers."""
+        challenge = self.challenges.issue(room.name, bits, time.time())
+        if api:
+            return JSONResponse(
+                {
+                    "error": "challenge_required",
+                    "detail": "This room asks for a proof of work before joining: find a nonce "
+                    "(decimal digits) so that SHA-256(challenge + nonce) starts with `bits` "
+                    "zero bits, then join again with the X-Waitroom-Challenge and "
+                    "X-Waitroom-Nonce headers.",
+                    "challenge": challenge,
+                    "bits": bits,
+                },
+                status_code=403,
+                headers=NO_STORE,
+            )
+        # Where to go once joined: the page asked for (or, posted back, where it was going).
+        query = f"?{request.url.query}" if request.url.query else ""
+        target = then or safe_next(room, request.url.path + query)
+        return self.page(
+            request,
+            room,
+            "challenge.html",
+            {"room": room, "challenge": challenge, "bits": bits, "next": target},
+        )
+
+    def too_many_joins(
+        self, request: Request, room: RoomConfig, retry_after_ms: int, api: bool
+    ) -> Response:
+        seconds = max(1, -(-retry_after_ms // 1000))
+        headers = NO_STORE | {"Retry-After": str(seconds)}
+        if api:
+            return JSONResponse(
+                {
+                    "error": "too_many_joins",
+                    "detail": "Too many people joined from this address in a short time; "
+                    "try again after Retry-After seconds.",
+                    "retry_after_seconds": seconds,
+                },
+                status_code=429,
+                headers=headers,
+            )
+        response = self.pages.render(
+            request,
+            "message.html",
+            {"room": room, "kind": "too_many_joins", "retry_seconds": seconds},
+            status_code=429,
+            headers=headers,
+        )
+        return response
+
     def unavailable(self, request: Request, room: RoomConfig, api: bool) -> Response:
         headers = NO_STORE | {"Retry-After": "10"}
         if api:
@@ -734,18 +956,45 @@ class Gate:
             samesite="lax",
         )
 
-    def issue_pass(self, room: RoomConfig, ticket: Ticket, expires_us: int) -> str:
+    def issue_pass(self, room: RoomConfig, ticket: Ticket, claimed: Claimed) -> str:
         self.metrics.token_issued(room.name, "pass")
-        admission = Pass(room.name, ticket.visitor, expires_us // 1_000_000, secrets.token_hex(8))
+        admission = Pass(
+            room.name,
+            ticket.visitor,
+            claimed.expires_us // 1_000_000,
+            pass_id_for(room.name, ticket.visitor, claimed.expires_us),
+            claimed.epoch,
+        )
         return self.credentials.issue_pass(admission)
 
     def set_pass(
-        self, request: Request, response: Response, room: RoomConfig, token: str, expires_us: int
+        self,
+        request: Request,
+        response: Response,
+        room: RoomConfig,
+        token: str,
+        expires_us: int,
+        session: str | None = None,
+    ) -> None:
+        """The pass cookie, and with it this browser's session id (kept if it has one)."""
+        until = expires_us // 1_000_000
+        self.set_cookie(request, response, pass_cookie(room.name), token, until)
+        if session is None and parse_session(request.cookies.get(session_cookie(room.name))):
+            return
+        self.set_session(request, response, room, session or new_session_id(), until)
+
+    def set_session(
+        self, request: Request, response: Response, room: RoomConfig, session: str, until: int
+    ) -> None:
+        self.set_cookie(request, response, session_cookie(room.name), session, until)
+
+    def set_cookie(
+        self, request: Request, response: Response, name: str, value: str, until: int
     ) -> None:
         response.set_cookie(
-            pass_cookie(room.name),
-            token,
-            max_age=max(1, expires_us // 1_000_000 - int(time.time())),
+            name,
+            value,
+            max_age=max(1, until - int(time.time())),
             path="/",
             secure=self.secure(request),
             httponly=True,

@@ -13,12 +13,15 @@
 -- ARGV[1] now override in microseconds, or ''   ARGV[2] number of lanes
 -- ARGV[3] the room generation the caller last saw ('' if none)   ARGV[4] a fresh random id,
 --   the new generation if the room's state turns out to be lost
+-- ARGV[5] the pass epoch the caller last saw (0 if none): a lost room takes it back, so a
+--   data loss never brings revoked passes back to life
 -- then per lane: name, share, absolute index of the first hole the caller has not seen,
 --   the lane's head and seq the caller last saw, number of places seen, and those places
 --   (visitors who checked since the caller's last tick)
 -- Returns {now, processed, admitted_total, abandoned_total, no_show_total, active, paused,
 --          closed, rate (string), sold_out, opens_at, opened, banner (string), generation,
---          recoveries, recovered_at, lanes,
+--          recoveries, recovered_at, epoch, challenge bits (0: no proof of work asked),
+--          sessions per pass (-1: not set), lanes,
 --          then per lane: head, seq, waiting, prequeue, processed, holes_from, n, hole...}
 local MAX_WORK = 2000      -- places examined at the heads per call: bounds the script's run time
 local SWEEP_BATCH = 100    -- places examined by the background sweep per call, over all lanes
@@ -55,8 +58,15 @@ elseif known_gen ~= '' and known_gen == st['prev_gen'] then
   recovering = true
 end
 
+-- Revocation survives the loss: the epoch never goes below what any gateway has seen.
+local known_epoch = tonumber(ARGV[5])
+if recovering and known_epoch > num(st, 'epoch', 0) then
+  st['epoch'] = known_epoch
+  redis.call('HSET', KEYS[1], 'epoch', known_epoch)
+end
+
 local lanes = {}
-local a = 5
+local a = 6
 for i = 1, tonumber(ARGV[2]) do
   local k = 4 + (i - 1) * 5
   local lane = {name = ARGV[a], share = tonumber(ARGV[a + 1]), holes_from = tonumber(ARGV[a + 2]),
@@ -255,7 +265,9 @@ end
 local reply = {now, out['processed'], out['admitted_total'], out['abandoned_total'],
   out['no_show_total'], active, st['paused'] == '1' and 1 or 0, st['closed'] == '1' and 1 or 0,
   st['rate'] or '0', st['sold_out'] == '1' and 1 or 0, opens_at, st['opened'] == '1' and 1 or 0,
-  st['banner'] or '', st['gen'], num(st, 'recoveries', 0), num(st, 'recovered_at', 0), #lanes}
+  st['banner'] or '', st['gen'], num(st, 'recoveries', 0), num(st, 'recovered_at', 0),
+  num(st, 'epoch', 0), st['challenge'] == '1' and num(st, 'challenge_bits', 0) or 0,
+  num(st, 'sessions_per_pass', -1), #lanes}
 for _, lane in ipairs(lanes) do
   local from = math.max(lane.holes_from or 0, lane.holes_base)
   local holes = redis.call('LRANGE', lane.holes, from - lane.holes_base,
