@@ -62,19 +62,30 @@ class PassSessions:
         # them until it expires, unless ops raise the limit
         self._full: dict[tuple[str, ...], tuple[int, frozenset[str]]] = {}
 
-    async def admits(self, room: str, admission: Pass, session: str, most: int) -> bool:
-        """May `session` use `admission`, with at most `most` sessions per pass (0: any)?"""
+    def remembered(self, room: str, admission: Pass, session: str, most: int) -> bool | None:
+        """The answer from this worker's memory, or None if only Redis knows."""
         if most <= 0:
             return True
         pair = (room, admission.pass_id, session)
         if pair in self._known:
             return True
         full = self._full.get((room, admission.pass_id))
-        if full is not None and full[0] >= most:
-            if session not in full[1]:
-                return False
-            self._remember(self._known, pair, admission.expires_at)
-            return True
+        if full is None or full[0] < most:
+            return None
+        if session not in full[1]:
+            return False
+        self.note_known(room, admission, session)
+        return True
+
+    def note_known(self, room: str, admission: Pass, session: str) -> None:
+        """`session` may use `admission`: ask Redis no more."""
+        self._remember(self._known, (room, admission.pass_id, session), admission.expires_at)
+
+    async def admits(self, room: str, admission: Pass, session: str, most: int) -> bool:
+        """May `session` use `admission`, with at most `most` sessions per pass (0: any)?"""
+        known = self.remembered(room, admission, session, most)
+        if known is not None:
+            return known
         try:
             holders = await self.metrics.redis(
                 "sessions",
@@ -88,7 +99,7 @@ class PassSessions:
             log.warning("session count for a pass in %s skipped: %s", room, exc)
             return True
         if holders is None:
-            self._remember(self._known, pair, admission.expires_at)
+            self.note_known(room, admission, session)
             return True
         self._remember(self._full, (room, admission.pass_id), (most, holders))
         return False
