@@ -411,13 +411,13 @@ class Gate:
             if claimed is not None:
                 if api:
                     return self.your_turn(request, room, ticket, claimed, api)
-                token = self.issue_pass(room, ticket, claimed)
+                admission = self.new_pass(room, ticket, claimed)
+                token = self.credentials.issue_pass(admission)
                 if then is not None:
                     response: Response = RedirectResponse(then, status_code=303, headers=NO_STORE)
                     self.set_pass(request, response, room, token, claimed.expires_us)
                     return response
                 # This request is the pass's first use: it counts as the browser's session.
-                admission = self.credentials.read_pass(token, time.time())
                 session = new_session_id()
                 await self.sessions.admits(
                     room.name, admission, session, self.sessions_per_pass(room)
@@ -564,6 +564,11 @@ class Gate:
             ticket = self.read_ticket(request, room, api=False)
         except InvalidCredential:
             ticket = None
+        if request.method == "POST" and not same_origin(request):
+            # A form posted from another site: SameSite=Lax keeps the ticket out of a
+            # cross-site POST, so joining (or clearing the cookie) would cost the visitor
+            # the place they hold. It gets the redirect and nothing else.
+            return response
         if ticket is not None or request.method != "POST":
             # Holding a ticket, this browser keeps its place: nothing to join, nothing spent.
             if ticket is None:
@@ -956,16 +961,18 @@ class Gate:
             samesite="lax",
         )
 
-    def issue_pass(self, room: RoomConfig, ticket: Ticket, claimed: Claimed) -> str:
+    def new_pass(self, room: RoomConfig, ticket: Ticket, claimed: Claimed) -> Pass:
         self.metrics.token_issued(room.name, "pass")
-        admission = Pass(
+        return Pass(
             room.name,
             ticket.visitor,
             claimed.expires_us // 1_000_000,
             pass_id_for(room.name, ticket.visitor, claimed.expires_us),
             claimed.epoch,
         )
-        return self.credentials.issue_pass(admission)
+
+    def issue_pass(self, room: RoomConfig, ticket: Ticket, claimed: Claimed) -> str:
+        return self.credentials.issue_pass(self.new_pass(room, ticket, claimed))
 
     def set_pass(
         self,
@@ -1010,6 +1017,16 @@ async def typed_code(request: Request) -> str | None:
         except FormTooLarge:
             return ""
     return request.query_params.get("code")
+
+
+def same_origin(request: Request) -> bool:
+    """Was this request sent by a page of this site? Browsers say so in Sec-Fetch-Site, or
+    in Origin on a POST; a client that sends neither is not a browser on another site."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.url.netloc
 
 
 def refusal_reason(exc: InvalidCredential) -> str:

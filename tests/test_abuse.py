@@ -327,6 +327,18 @@ async def test_the_page_form_joins_once_and_a_browser_keeps_its_place(
     async with client(stack, "81.32.0.2") as thief:  # the same answer in another browser
         stolen = await thief.post("/_waitroom/rooms/work/join", data=form)
         assert stolen.status_code == 200 and 'id="wr-challenge"' in stolen.text
+    # Another site's page posting the form for a visitor (whose ticket SameSite=Lax keeps
+    # out of a cross-site POST) must not give them a new place over the one they hold.
+    seq = (await store.state("work"))["seq"]
+    page = await client(stack, "81.32.0.3").get("/work")
+    fresh = re.search(r'data-challenge="([^"]+)"', page.text)
+    assert fresh is not None
+    forged = {"challenge": fresh[1], "nonce": solve(fresh[1], 8), "next": "/work"}
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        async with client(stack, "81.32.0.3", headers=headers) as victim:
+            r = await victim.post("/_waitroom/rooms/work/join", data=forged)
+            assert r.status_code == 303 and "wr_ticket_work" not in r.headers.get("set-cookie", "")
+    assert (await store.state("work"))["seq"] == seq
 
 
 # -- one place per browser -------------------------------------------------------------------
