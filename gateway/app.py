@@ -24,6 +24,8 @@ from queue_core.keys import audit_key
 from queue_core.store import LineStore
 from queue_core.tokens import Credentials
 
+from .challenge import Challenges
+from .client_ip import TrustedProxies
 from .fast_status import FastStatus
 from .header_limits import HeaderLimits
 from .invitations import Invitations
@@ -95,6 +97,11 @@ schemas = SchemaGenerator(
                         "next": {"type": "string", "nullable": True},
                         "ticket": {"type": "string"},
                         "pass": {"type": "string"},
+                        "session": {
+                            "type": "string",
+                            "description": "send back as the wr_session_<room> cookie with "
+                            "the pass: a pass opens only a few sessions",
+                        },
                     },
                 }
             }
@@ -154,6 +161,8 @@ def create_app(
         pages=pages,
         cookie_secure=settings.cookie_secure,
         metrics=metrics,
+        challenges=Challenges(secrets),
+        proxies=TrustedProxies(settings.trusted_proxies),
     )
     sold_out = SoldOutSignal(keeper.store, audit, gate.room_for_path)
     proxy.watch(sold_out.reply)
@@ -237,14 +246,21 @@ def create_app(
         summary: Join a room's line (or get back the place already held)
         description: >
           Returns the status plus `ticket`, which the visitor keeps (also set as a cookie).
-          Joining again with a valid ticket keeps the original place.
+          Joining again with a valid ticket keeps the original place. A room may ask a
+          newcomer for a proof of work first (403 challenge_required, with `challenge` and
+          `bits`): find decimal digits `nonce` so that SHA-256(challenge + nonce) starts
+          with `bits` zero bits and join again with both headers. Each solution works once.
         parameters:
           - {name: room, in: path, required: true, schema: {type: string}}
+          - {name: X-Waitroom-Challenge, in: header, required: false, schema: {type: string}}
+          - {name: X-Waitroom-Nonce, in: header, required: false, schema: {type: string}}
         responses:
           200:
             description: Status, with the ticket
             content: {application/json: {schema: {$ref: '#/components/schemas/Status'}}}
+          403: {description: "A proof of work is needed: {challenge, bits}"}
           404: {description: No such room}
+          429: {description: Too many new places from this address or subnet; see Retry-After}
           503: {description: The line is briefly unavailable; retry after Retry-After}
         """
         return await gate.api_join(request)
@@ -272,7 +288,12 @@ def create_app(
         Route(f"{API_PREFIX}/openapi.json", openapi, include_in_schema=False),
         Route(f"{API_PREFIX}/api/rooms/{{room}}/status", room_status, methods=["GET"]),
         Route(f"{API_PREFIX}/api/rooms/{{room}}/join", room_join, methods=["POST"]),
-        Route(f"{API_PREFIX}/rooms/{{room}}/join", gate.entry, include_in_schema=False),
+        Route(
+            f"{API_PREFIX}/rooms/{{room}}/join",
+            gate.entry,
+            methods=["GET", "POST"],
+            include_in_schema=False,
+        ),
         Route(
             f"{API_PREFIX}/rooms/{{room}}/receipt",
             gate.receipt,

@@ -54,11 +54,16 @@ DEFAULT_ALLOW = "127.0.0.1/32,::1/128"
 NO_ROOM = "_unprotected"
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 BACKEND_ERROR_CODES = ("502", "504")
-REDIS_OPS = ("tick", "ensure_room", "join", "claim", "where", "holder", "configure")
+REDIS_OPS = ("tick", "ensure_room", "join", "claim", "where", "holder", "configure", "sessions")
 REFUSAL_REASONS = {
     "ticket": ("invalid", "tampered", "wrong_room"),
-    "pass": ("invalid", "tampered", "expired", "wrong_room"),
+    # "revoked": signed with an epoch ops have rotated; "sessions": a copied pass, in more
+    # browsers than the room allows.
+    "pass": ("invalid", "tampered", "expired", "wrong_room", "revoked", "sessions"),
 }
+# Joins turned away: too many from one address or subnet ("limited"), no valid proof of work
+# ("challenge"), a proof already spent ("replayed").
+JOIN_REFUSALS = ("limited", "challenge", "replayed")
 # The booking site is the slow part: up to the proxy's 60 s read timeout.
 PROXY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -167,6 +172,15 @@ class GatewayMetrics:
                 for reason in reasons
             ),
         )
+        self._joins_refused = _Family(
+            Counter(
+                "waitroom_joins_refused",
+                "Joins turned away before any place was given, by reason",
+                ["room", "reason"],
+                registry=r,
+            ),
+            ((room, reason) for room in rooms for reason in JOIN_REFUSALS),
+        )
         proxied_rooms = [*rooms, NO_ROOM]
         self._proxied = _Family(
             Histogram(
@@ -252,6 +266,9 @@ class GatewayMetrics:
 
     def token_refused(self, room: str, kind: str, reason: str) -> None:
         self._refused.child(room, kind, reason).inc()
+
+    def join_refused(self, room: str, reason: str) -> None:
+        self._joins_refused.child(room, reason).inc()
 
     def forwarded(self, room: str) -> ForwardObserver:
         """The proxy's observer for one room (NO_ROOM outside every room)."""

@@ -13,6 +13,7 @@ from starlette.datastructures import Secret
 from queue_core.connect import RedisUrlError, parse_redis_url
 from queue_core.rooms import RoomConfig, load_rooms
 
+from .client_ip import Network, parse_networks
 from .ops.auth import DEV_USERS, AuthConfigError, parse_users
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,9 @@ class Settings:
     ops_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ops_session_seconds: int = 8 * 3600
     autopilot_seconds: float = 5.0
+    # Proxies whose X-Forwarded-For names the client (for the per-address join limits);
+    # empty: the connection's own address is the client's.
+    trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +95,7 @@ class Settings:
             )
             ops_session_seconds = int(env.get("WAITROOM_OPS_SESSION_SECONDS", "28800"))
             autopilot_seconds = float(env.get("WAITROOM_AUTOPILOT_SECONDS", "5"))
+            trusted_proxies = parse_networks(env.get("WAITROOM_TRUSTED_PROXIES", ""))
         except (AuthConfigError, ValueError) as exc:
             raise SettingsError(str(exc)) from exc
         if ops_session_seconds < 1 or not 0.1 <= autopilot_seconds <= 600:
@@ -111,6 +116,7 @@ class Settings:
             ops_allow=ops_allow,
             ops_session_seconds=ops_session_seconds,
             autopilot_seconds=autopilot_seconds,
+            trusted_proxies=trusted_proxies,
         )
 
 

@@ -2,14 +2,14 @@
 
 A status check by someone waiting is answered from this worker's view of the line, without
 Redis. Redis is touched to join, once at the visitor's turn to collect the pass, once after a
-scheduled opening to learn the drawn place, and when a receipt is redeemed.
+scheduled opening to learn the drawn place, when a receipt is redeemed, and once per worker
+for each browser that uses a pass (to count the browsers a pass is used from).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,9 +23,18 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from queue_core.keys import guess_key
 from queue_core.line_view import LineView, Standing
 from queue_core.rooms import RoomConfig
-from queue_core.store import LineStore
-from queue_core.tokens import Credentials, InvalidCredential, Pass, Ticket, new_visitor_id
+from queue_core.store import Claimed, LineStore, Newcomer
+from queue_core.tokens import (
+    Credentials,
+    InvalidCredential,
+    Pass,
+    Ticket,
+    new_visitor_id,
+    pass_id_for,
+)
 
+from .challenge import Challenge, Challenges
+from .client_ip import ClientAddress, TrustedProxies
 from .forms import FormTooLarge, read_form
 from .i18n import LANG_COOKIE
 from .invitations import Invitations
@@ -33,6 +42,7 @@ from .limits import FailureLimiter
 from .line_keeper import LineKeeper
 from .metrics import NO_ROOM, GatewayMetrics
 from .pages import LANG_COOKIE_SECONDS, Pages
+from .pass_sessions import PassSessions, new_session_id, parse_session, session_cookie
 from .proxy import BackendProxy
 from .receipts import Receipts
 from .status import (
@@ -47,11 +57,15 @@ from .status_text import StatusText, banner_for, status_text
 log = logging.getLogger("waitroom.gateway")
 NO_STORE = {"Cache-Control": "no-store"}
 TICKET_HEADER = "x-waitroom-ticket"
+# An API client's proof of work: the challenge it was given, and the nonce that solves it.
+CHALLENGE_HEADER = "x-waitroom-challenge"
+NONCE_HEADER = "x-waitroom-nonce"
 TICKET_COOKIE_SECONDS = 24 * 3600
 # Wrong receipt or invitation codes allowed per address per window: plenty for typos, and
 # against 40-bit checks it leaves guessing hopeless.
 GUESS_LIMIT = 20
 GUESS_WINDOW = 900
+CLOCK_SKEW = 120  # seconds gateways' clocks may disagree by, for a spent challenge's record
 
 
 def ticket_cookie(room: str) -> str:
@@ -80,6 +94,8 @@ class Gate:
         cookie_secure: str = "auto",
         internal_paths: Sequence[str] = ("/_backend/", "/_sim/", "/metrics"),
         metrics: GatewayMetrics | None = None,
+        challenges: Challenges | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.rooms = rooms
         self.keeper = keeper
@@ -89,6 +105,10 @@ class Gate:
         self.receipts = receipts
         self.invitations = invitations
         self.guesses = FailureLimiter(keeper.store.redis, GUESS_LIMIT, GUESS_WINDOW)
+        self.sessions = PassSessions(keeper.store, self.metrics)
+        self.challenges = challenges or Challenges(["unused: rooms ask for no proof of work"])
+        self.proxies = proxies or TrustedProxies()
+        self.warned_private = False
         self.proxy = proxy
         self.pages = pages
         self.cookie_secure = cookie_secure
@@ -116,10 +136,46 @@ class Gate:
             return await self.proxy.forward(request, observe=self.metrics.forwarded(NO_ROOM))
         admission = self.valid_pass(request, room)
         if admission is not None:
-            return await self.forward_admitted(
-                request, room, admission.visitor, admission.expires_at
-            )
+            return await self.admitted(request, room, admission)
         return await self.queue(request, room, api=False)
+
+    async def admitted(self, request: Request, room: RoomConfig, admission: Pass) -> Response:
+        """A genuine, current pass: to the site, unless ops revoked it or it is a copy in
+        more browsers than the room allows. Both are decided from this worker's memory in
+        the steady state: the epoch comes with every tick, and known browsers are cached."""
+        snap = self.keeper.views[room.name].snapshot
+        if snap is not None and admission.epoch < snap.epoch:
+            self.metrics.token_refused(room.name, "pass", "revoked")
+            return self.pass_refused(request, room, "pass_revoked")
+        most = self.sessions_per_pass(room)
+        session = parse_session(request.cookies.get(session_cookie(room.name)))
+        fresh = session is None and most > 0
+        session = session or new_session_id()
+        if not await self.sessions.admits(room.name, admission, session, most):
+            self.metrics.token_refused(room.name, "pass", "sessions")
+            return self.pass_refused(request, room, "pass_sessions")
+        response = await self.forward_admitted(
+            request, room, admission.visitor, admission.expires_at
+        )
+        if fresh:
+            self.set_session(request, response, room, session, admission.expires_at)
+        return response
+
+    def sessions_per_pass(self, room: RoomConfig) -> int:
+        """Browsers per pass: as ops set it live (from the tick), else the room's config."""
+        snap = self.keeper.views[room.name].snapshot
+        if snap is None or snap.sessions_per_pass is None:
+            return room.sessions_per_pass
+        return snap.sessions_per_pass
+
+    def pass_refused(self, request: Request, room: RoomConfig, kind: str) -> Response:
+        """A clear page, and this browser's credentials for the room set aside, so that
+        "join the line" from here starts afresh, at the end of the line. A revoked pass must
+        not lead back to the front: that would undo the revocation for whoever held it."""
+        response = self.message(request, room, kind, 403)
+        for cookie in (pass_cookie, session_cookie, ticket_cookie):
+            response.delete_cookie(cookie(room.name), path="/")
+        return response
 
     # -- credentials -----------------------------------------------------------------------
 
@@ -178,9 +234,15 @@ class Gate:
         return await self.enter(request, room, ticket, api)
 
     async def enter(
-        self, request: Request, room: RoomConfig, ticket: Ticket | None, api: bool
+        self,
+        request: Request,
+        room: RoomConfig,
+        ticket: Ticket | None,
+        api: bool,
+        proof: Challenge | None = None,
     ) -> Response:
-        """A visitor at the line: where their ticket stands, or a new place without one."""
+        """A visitor at the line: where their ticket stands, or a new place without one
+        (with the proof of work an app sent, if any)."""
         line_down = not self.keeper.is_fresh(room.name)
         if line_down and room.fail_open:
             return await self.let_through(request, room, ticket, api)
@@ -189,7 +251,7 @@ class Gate:
             return self.unavailable(request, room, api)
         try:
             if ticket is None:
-                return await self.join(request, room, api=api)
+                return await self.join(request, room, api=api, proof=proof)
             return await self.respond_for_ticket(request, room, ticket, api)
         except (Unavailable, RedisError) as exc:
             log.warning("room %s unavailable: %s", room.name, exc)
@@ -226,22 +288,46 @@ class Gate:
         through with a pass of the usual lifetime, signed here without Redis."""
         visitor = ticket.visitor if ticket is not None else new_visitor_id()
         ticket = ticket or Ticket(room.name, 0, visitor, int(time.time()))
-        expires_us = round((time.time() + room.pass_seconds) * 1_000_000)
+        snap = self.keeper.views[room.name].snapshot
+        claimed = Claimed(
+            round((time.time() + room.pass_seconds) * 1_000_000),
+            snap.epoch if snap is not None else 0,
+        )
         self.metrics.failed_open(room.name)
-        return await self.admit_now(request, room, ticket, expires_us, api)
+        # Browsers per pass are counted in Redis, which is away: the count starts with the
+        # pass's first request once it is back.
+        return await self.admit_now(request, room, ticket, claimed, api, count_session=False)
 
     async def admit_now(
-        self, request: Request, room: RoomConfig, ticket: Ticket, expires_us: int, api: bool
+        self,
+        request: Request,
+        room: RoomConfig,
+        ticket: Ticket,
+        claimed: Claimed,
+        api: bool,
+        then: str | None = None,
+        *,
+        count_session: bool = True,
     ) -> Response:
         """A visitor let in without a turn in line to wait for: the API says so with the
-        pass; a page request goes straight on to the site, carrying the new pass."""
+        pass; a page request goes straight on to the site, carrying the new pass (or to
+        `then`, after a posted form)."""
         if api:
-            return self.your_turn(request, room, ticket, expires_us, api)
-        token = self.issue_pass(room, ticket, expires_us)
+            return self.your_turn(request, room, ticket, claimed, api)
+        admission = self.new_pass(room, ticket, claimed)
+        token = self.credentials.issue_pass(admission)
+        if then is not None:
+            response: Response = RedirectResponse(then, status_code=303, headers=NO_STORE)
+            self.set_pass(request, response, room, token, claimed.expires_us)
+            return response
+        # This request is the pass's first use: it counts as the browser's session.
+        session = new_session_id()
+        if count_session:
+            await self.sessions.admits(room.name, admission, session, self.sessions_per_pass(room))
         response = await self.forward_admitted(
-            request, room, ticket.visitor, expires_us // 1_000_000, token
+            request, room, ticket.visitor, admission.expires_at, token
         )
-        self.set_pass(request, response, room, token, expires_us)
+        self.set_pass(request, response, room, token, claimed.expires_us, session)
         return response
 
     def gen(self, room: RoomConfig) -> str:
@@ -350,11 +436,11 @@ class Gate:
         if location.standing is Standing.TURN:
             # If the line cannot be reached, `enter` tells them they are next (held_place):
             # the admission waits for them in Redis for the claim window.
-            expires_us = await self.metrics.redis(
+            claimed = await self.metrics.redis(
                 "claim", self.store.claim(room.name, ticket.visitor, room.pass_seconds)
             )
-            if expires_us is not None:
-                return self.your_turn(request, room, ticket, expires_us, api)
+            if claimed is not None:
+                return self.your_turn(request, room, ticket, claimed, api)
             if await self.line_was_restored(room, ticket):
                 # Their turn was among the last writes of a primary that died before its
                 # replica had them: the room is restored now, and so is this visitor.
@@ -381,7 +467,30 @@ class Gate:
         visitor: str | None = None,
         notice: str | None = None,
         lane: str = "",
+        proof: Challenge | None = None,
+        then: str | None = None,
     ) -> Response:
+        """Give a place (or the one this visitor holds). A visitor the caller knows (from a
+        signed ticket) rejoins as they are; a newcomer is held to the room's join limits and
+        proof of work, checked inside the same single round trip. `then`: a path to redirect
+        to on success instead of answering with the page (after a form was posted)."""
+        newcomer = None
+        if visitor is None:
+            snap = self.keeper.views[room.name].snapshot
+            bits = snap.challenge_bits if snap is not None and not snap.closed else 0
+            if bits and (proof is None or proof.bits < bits):
+                self.metrics.join_refused(room.name, "challenge")
+                return self.challenge(request, room, bits, api, then)
+            client = self.client(request)
+            newcomer = Newcomer(client.address, client.subnet, client.public)
+            if proof is not None:
+                newcomer = dataclasses.replace(
+                    newcomer,
+                    proof_id=proof.challenge_id,
+                    proof_bits=proof.bits,
+                    # Remembered as spent for as long as any gateway could still accept it.
+                    proof_ttl_ms=max(1, proof.expires_at - int(time.time()) + CLOCK_SKEW) * 1000,
+                )
         visitor = visitor or new_visitor_id()
         result = await self.metrics.redis(
             "join",
@@ -391,10 +500,19 @@ class Gate:
                 lane=lane,
                 known_gen=self.gen(room),
                 known_seq=self.known_seq(room, lane),
+                newcomer=newcomer,
             ),
         )
         if result.status == "recovering":
             raise Unavailable("the line is being restored after a Redis data loss")
+        if result.status == "limited":
+            self.metrics.join_refused(room.name, "limited")
+            return self.too_many_joins(request, room, result.retry_after_ms, api)
+        if result.status in ("challenge", "replayed"):
+            self.metrics.join_refused(room.name, result.status)
+            # Asked for more than was shown (ops just raised it), or shown a spent proof.
+            bits = result.challenge_bits or (proof.bits if proof else 1)
+            return self.challenge(request, room, bits, api, then)
         self.metrics.arrival(room.name)
         await self.view(room)
         view = self.keeper.view(room.name, lane)
@@ -405,11 +523,11 @@ class Gate:
             ticket = Ticket(
                 room.name, result.place, visitor, int(time.time()), 0, lane, gen=self.gen(room)
             )
-            expires_us = await self.metrics.redis(
+            claimed = await self.metrics.redis(
                 "claim", self.store.claim(room.name, visitor, room.pass_seconds)
             )
-            if expires_us is not None:
-                return await self.admit_now(request, room, ticket, expires_us, api)
+            if claimed is not None:
+                return await self.admit_now(request, room, ticket, claimed, api, then)
         if result.status == "scheduled":
             ticket = Ticket(room.name, 0, visitor, int(time.time()), 0, lane, gen=self.gen(room))
             status = scheduled_status(view, room)
@@ -429,15 +547,32 @@ class Gate:
                 share=room.lane_shares().get(lane, 1.0),
             )
         signed = self.credentials.issue_ticket(ticket)  # once, for the body and the cookie
-        response = self.show(request, room, status, api, signed_ticket=signed)
+        response: Response
+        if then is not None:
+            response = RedirectResponse(then, status_code=303, headers=NO_STORE)
+        else:
+            response = self.show(request, room, status, api, signed_ticket=signed)
         self.set_ticket(request, response, ticket, signed)
         return response
 
+    def client(self, request: Request) -> ClientAddress:
+        peer = request.client.host if request.client else None
+        client = self.proxies.client(peer, request.headers.getlist("x-forwarded-for"))
+        if not client.public and not self.warned_private:
+            self.warned_private = True
+            log.warning(
+                "joins arrive from %s, not a public address: the per-address join limits do "
+                "not count them. Behind a proxy, set WAITROOM_TRUSTED_PROXIES to its CIDRs.",
+                client.address,
+            )
+        return client
+
     def your_turn(
-        self, request: Request, room: RoomConfig, ticket: Ticket, expires_us: int, api: bool
+        self, request: Request, room: RoomConfig, ticket: Ticket, claimed: Claimed, api: bool
     ) -> Response:
         """The pass, and a page saying so: the next request to the same URL is the site."""
-        token = self.issue_pass(room, ticket, expires_us)
+        expires_us = claimed.expires_us
+        token = self.issue_pass(room, ticket, claimed)
         next_url = safe_next(room, request.query_params.get("next")) if api else None
         status = admitted_status(
             room,
@@ -446,12 +581,19 @@ class Gate:
             next_url,
             self.keeper.views[room.name].snapshot,
         )
+        # The browser keeps its session id; an app is told it, to send back with the pass.
+        session = parse_session(request.cookies.get(session_cookie(room.name)))
+        session = session or new_session_id()
         if api:
-            body = status.as_json() | {"pass": token, "pass_expires_at": status.pass_expires_at}
+            body = status.as_json() | {
+                "pass": token,
+                "pass_expires_at": status.pass_expires_at,
+                "session": session,
+            }
             response: Response = self.json(request, room, status, body)
         else:
             response = self.show(request, room, status, api)
-        self.set_pass(request, response, room, token, expires_us)
+        self.set_pass(request, response, room, token, expires_us, session)
         return response
 
     async def forward_admitted(
@@ -512,7 +654,16 @@ class Gate:
             ticket = self.read_ticket(request, room, api=True)
         except InvalidCredential:
             ticket = None  # joining afresh is exactly what a visitor with a bad ticket needs
-        return await self.enter(request, room, ticket, api=True)
+        proof = self.proof(
+            room, request.headers.get(CHALLENGE_HEADER, ""), request.headers.get(NONCE_HEADER, "")
+        )
+        return await self.enter(request, room, ticket, api=True, proof=proof)
+
+    def proof(self, room: RoomConfig, challenge: str, nonce: str) -> Challenge | None:
+        """A proof of work shown with a join, if it is genuine, current and correct."""
+        if not challenge:
+            return None
+        return self.challenges.verify(room.name, challenge, nonce, time.time())
 
     async def entry(self, request: Request) -> Response:
         """A link into the line (from a news article, an SMS...): go to `next` in the room,
@@ -520,15 +671,34 @@ class Gate:
         room = self.api_room(request)
         if room is None:
             return self.message(request, None, "unknown_room", 404)
-        target = safe_next(room, request.query_params.get("next"))
+        form: dict[str, str] = {}
+        if request.method == "POST":  # the proof-of-work page, solved
+            try:
+                form = await read_form(request, limit=4096)
+            except FormTooLarge:
+                form = {}
+        target = safe_next(room, form.get("next") or request.query_params.get("next"))
         response = RedirectResponse(target, status_code=303, headers=NO_STORE)
         try:
             ticket = self.read_ticket(request, room, api=False)
         except InvalidCredential:
             ticket = None
-        if ticket is None:
-            response.delete_cookie(ticket_cookie(room.name), path="/")
-        return response
+        if request.method == "POST" and not same_origin(request):
+            # A form posted from another site: SameSite=Lax keeps the ticket out of a
+            # cross-site POST, so joining (or clearing the cookie) would cost the visitor
+            # the place they hold. It gets the redirect and nothing else.
+            return response
+        if ticket is not None or request.method != "POST":
+            # Holding a ticket, this browser keeps its place: nothing to join, nothing spent.
+            if ticket is None:
+                response.delete_cookie(ticket_cookie(room.name), path="/")
+            return response
+        proof = self.proof(room, form.get("challenge", ""), form.get("nonce", ""))
+        try:
+            return await self.join(request, room, api=False, proof=proof, then=target)
+        except (Unavailable, RedisError) as exc:
+            log.warning("room %s unavailable: %s", room.name, exc)
+            return self.unavailable(request, room, api=False)
 
     async def set_language(self, request: Request) -> Response:
         lang = request.path_params["lang"]
@@ -631,6 +801,10 @@ class Gate:
                 400,
             )
         lane, invite_id = found
+        if self.holds_place(request, room, lane):
+            # One place per browser: already in this lane, it keeps that place, and the code
+            # is not spent (someone else can still use it).
+            return RedirectResponse(room.entry_path, status_code=303, headers=NO_STORE)
         # A fresh visitor id: a place already held in the main lane simply lapses, and can
         # never be admitted as well.
         visitor = new_visitor_id()
@@ -662,6 +836,20 @@ class Gate:
         if result.status != "closed":
             self.set_ticket(request, response, ticket)
         return response
+
+    def holds_place(self, request: Request, room: RoomConfig, lane: str) -> bool:
+        """Does this browser hold a ticket for a place in `lane` that has not lapsed, as far
+        as this worker can tell?"""
+        try:
+            ticket = self.read_ticket(request, room, api=False)
+        except InvalidCredential:
+            return False
+        if ticket is None or ticket.lane != lane:
+            return False
+        view = self.keeper.view(room.name, lane)
+        if ticket.place == 0 or view.snapshot is None:
+            return True
+        return view.locate(ticket.place).standing is not Standing.GONE
 
     # -- guessing codes --------------------------------------------------------------------
 
@@ -796,6 +984,62 @@ class Gate:
         response.delete_cookie(ticket_cookie(room.name), path="/")
         return response
 
+    def challenge(
+        self, request: Request, room: RoomConfig, bits: int, api: bool, then: str | None = None
+    ) -> Response:
+        """The proof of work to do before joining: a fresh challenge (no Redis: it is signed,
+        not stored). The page solves it with its script and posts the answer to the entry
+        link; an app gets it as JSON and sends the answer in two headers."""
+        challenge = self.challenges.issue(room.name, bits, time.time())
+        if api:
+            return JSONResponse(
+                {
+                    "error": "challenge_required",
+                    "detail": "This room asks for a proof of work before joining: find a nonce "
+                    "(decimal digits) so that SHA-256(challenge + nonce) starts with `bits` "
+                    "zero bits, then join again with the X-Waitroom-Challenge and "
+                    "X-Waitroom-Nonce headers.",
+                    "challenge": challenge,
+                    "bits": bits,
+                },
+                status_code=403,
+                headers=NO_STORE,
+            )
+        # Where to go once joined: the page asked for (or, posted back, where it was going).
+        query = f"?{request.url.query}" if request.url.query else ""
+        target = then or safe_next(room, request.url.path + query)
+        return self.page(
+            request,
+            room,
+            "challenge.html",
+            {"room": room, "challenge": challenge, "bits": bits, "next": target},
+        )
+
+    def too_many_joins(
+        self, request: Request, room: RoomConfig, retry_after_ms: int, api: bool
+    ) -> Response:
+        seconds = max(1, -(-retry_after_ms // 1000))
+        headers = NO_STORE | {"Retry-After": str(seconds)}
+        if api:
+            return JSONResponse(
+                {
+                    "error": "too_many_joins",
+                    "detail": "Too many people joined from this address in a short time; "
+                    "try again after Retry-After seconds.",
+                    "retry_after_seconds": seconds,
+                },
+                status_code=429,
+                headers=headers,
+            )
+        response = self.pages.render(
+            request,
+            "message.html",
+            {"room": room, "kind": "too_many_joins", "retry_seconds": seconds},
+            status_code=429,
+            headers=headers,
+        )
+        return response
+
     def unavailable(self, request: Request, room: RoomConfig, api: bool) -> Response:
         """The line cannot be reached for something that needs it (a new place, a pass).
         An app gets a 503 with Retry-After, the standard "try again"; a person gets a page
@@ -850,18 +1094,47 @@ class Gate:
             samesite="lax",
         )
 
-    def issue_pass(self, room: RoomConfig, ticket: Ticket, expires_us: int) -> str:
+    def new_pass(self, room: RoomConfig, ticket: Ticket, claimed: Claimed) -> Pass:
         self.metrics.token_issued(room.name, "pass")
-        admission = Pass(room.name, ticket.visitor, expires_us // 1_000_000, secrets.token_hex(8))
-        return self.credentials.issue_pass(admission)
+        return Pass(
+            room.name,
+            ticket.visitor,
+            claimed.expires_us // 1_000_000,
+            pass_id_for(room.name, ticket.visitor, claimed.expires_us),
+            claimed.epoch,
+        )
+
+    def issue_pass(self, room: RoomConfig, ticket: Ticket, claimed: Claimed) -> str:
+        return self.credentials.issue_pass(self.new_pass(room, ticket, claimed))
 
     def set_pass(
-        self, request: Request, response: Response, room: RoomConfig, token: str, expires_us: int
+        self,
+        request: Request,
+        response: Response,
+        room: RoomConfig,
+        token: str,
+        expires_us: int,
+        session: str | None = None,
+    ) -> None:
+        """The pass cookie, and with it this browser's session id (kept if it has one)."""
+        until = expires_us // 1_000_000
+        self.set_cookie(request, response, pass_cookie(room.name), token, until)
+        if session is None and parse_session(request.cookies.get(session_cookie(room.name))):
+            return
+        self.set_session(request, response, room, session or new_session_id(), until)
+
+    def set_session(
+        self, request: Request, response: Response, room: RoomConfig, session: str, until: int
+    ) -> None:
+        self.set_cookie(request, response, session_cookie(room.name), session, until)
+
+    def set_cookie(
+        self, request: Request, response: Response, name: str, value: str, until: int
     ) -> None:
         response.set_cookie(
-            pass_cookie(room.name),
-            token,
-            max_age=max(1, expires_us // 1_000_000 - int(time.time())),
+            name,
+            value,
+            max_age=max(1, until - int(time.time())),
             path="/",
             secure=self.secure(request),
             httponly=True,
@@ -877,6 +1150,16 @@ async def typed_code(request: Request) -> str | None:
         except FormTooLarge:
             return ""
     return request.query_params.get("code")
+
+
+def same_origin(request: Request) -> bool:
+    """Was this request sent by a page of this site? Browsers say so in Sec-Fetch-Site, or
+    in Origin on a POST; a client that sends neither is not a browser on another site."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.url.netloc
 
 
 def refusal_reason(exc: InvalidCredential) -> str:

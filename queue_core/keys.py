@@ -43,6 +43,20 @@ class RoomKeys:
     proxy: str  # hash prefix: proxied-request latency buckets per 10 s window
 
     used_invites: str  # set: invitation ids already redeemed
+    abuse: str  # prefix of the per-address join counters, proofs used and pass sessions
+
+    def joins_from(self, kind: str, source: str) -> str:
+        """string counter: new places given to one address ("ip") or subnet ("net") in the
+        current join window; it expires with the window."""
+        return f"{self.abuse}:joins:{kind}:{source}"
+
+    def proof_used(self, challenge_id: str) -> str:
+        """string: a proof-of-work challenge that was solved and spent (until it expires)."""
+        return f"{self.abuse}:proof:{challenge_id}"
+
+    def pass_sessions(self, pass_id: str) -> str:
+        """set: the browser sessions that used one admission pass (until the pass expires)."""
+        return f"{self.abuse}:pass:{pass_id}:sessions"
 
     def lane(self, name: str = MAIN_LANE) -> LaneKeys:
         if name == MAIN_LANE:
@@ -73,6 +87,7 @@ def room_keys(prefix: str, room: str) -> RoomKeys:
         history=f"{base}:history",
         proxy=f"{base}:proxy",
         used_invites=f"{base}:invites-used",
+        abuse=f"{base}:abuse",
     )
 
 

@@ -27,6 +27,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .keys import LANE_NAME, ROOM_NAME
 
+# Most leading zero bits a proof of work may ask for: 28 is minutes of a phone's time already.
+MAX_CHALLENGE_BITS = 28
+LIMITS = {"joins_per_ip": 10_000_000, "joins_per_subnet": 10_000_000, "sessions_per_pass": 1000}
+
 
 class ConfigError(ValueError):
     """The rooms file or an override is not usable; the message says which field and why."""
@@ -53,6 +57,18 @@ class RoomConfig:
     # wait in it ({"over80" = 0.5}). The main lane has the rest; an empty lane's share goes
     # to the others.
     lanes: Mapping[str, float] = dataclass_field(default_factory=dict)
+    # New places per address, and per /24 (IPv4) or /64 (IPv6) subnet, in each join window;
+    # 0 turns a limit off. Generous, because a mobile carrier puts many people behind one
+    # address. A visitor who already holds a place never counts again.
+    joins_per_ip: int = 60
+    joins_per_subnet: int = 600
+    join_window_seconds: float = 600.0
+    # A proof-of-work puzzle the browser solves before joining (off unless set), and its
+    # difficulty in leading zero bits of SHA-256: each bit doubles the work.
+    challenge: bool = False
+    challenge_bits: int = 16
+    # Browsers one admission pass may be used from (a copied pass opens no more); 0: any.
+    sessions_per_pass: int = 2
     # While the line's Redis cannot be reached: False (fail closed) keeps everyone waiting in
     # their place and lets nobody new through; True (fail open) lets everyone through to the
     # site, each with a pass of the usual lifetime, until the line is back.
@@ -72,6 +88,16 @@ class RoomConfig:
                 raise ConfigError(f"room {self.name}: {field} must be a positive number")
         if self.burst < 0:
             raise ConfigError(f"room {self.name}: burst must be 0 (automatic) or more")
+        for field, most in LIMITS.items():
+            value = getattr(self, field)
+            if not 0 <= value <= most:
+                raise ConfigError(f"room {self.name}: {field} must be from 0 to {most:,}")
+        if not 1 <= self.challenge_bits <= MAX_CHALLENGE_BITS:
+            raise ConfigError(
+                f"room {self.name}: challenge_bits must be from 1 to {MAX_CHALLENGE_BITS}"
+            )
+        if not math.isfinite(self.join_window_seconds) or self.join_window_seconds < 1:
+            raise ConfigError(f"room {self.name}: join_window_seconds must be 1 or more")
         if self.opens_at:
             try:
                 parsed = datetime.fromisoformat(self.opens_at)
@@ -140,7 +166,7 @@ def _boolean(raw: Any) -> bool:
     text = str(raw).strip().lower()
     if text in {"1", "true", "yes", "on"}:
         return True
-    if text in {"0", "false", "no", "off"}:
+    if text in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"not a yes/no value: {raw!r}")
 

@@ -40,6 +40,10 @@ class Snapshot:
     gen: str = ""  # the room's generation: changes when Redis lost the room and it recovered
     recoveries: int = 0  # times Redis lost this room's data and the line recovered
     recovered_at_us: int = 0
+    # Admission passes signed with an older epoch are refused: ops rotate it to revoke them all.
+    epoch: int = 0
+    challenge_bits: int = 0  # proof of work a new visitor must show before joining; 0: none
+    sessions_per_pass: int | None = None  # browsers per admission pass; None: the room's config
 
     @classmethod
     def from_reply(
@@ -48,8 +52,8 @@ class Snapshot:
         n = [int(v) for v in reply[:8]]
         banner, gen = reply[12], reply[13]
         lanes: dict[str, LaneSnapshot] = {}
-        i = 17
-        for name in lane_names[: int(reply[16])]:
+        i = 20
+        for name in lane_names[: int(reply[19])]:
             head, seq, waiting, pre, processed, holes_from, count = (
                 int(v) for v in reply[i : i + 7]
             )
@@ -75,6 +79,9 @@ class Snapshot:
             gen=gen.decode() if isinstance(gen, bytes) else str(gen),
             recoveries=int(reply[14]),
             recovered_at_us=int(reply[15]),
+            epoch=int(reply[16]),
+            challenge_bits=int(reply[17]),
+            sessions_per_pass=None if int(reply[18]) < 0 else int(reply[18]),
         )
 
     def lane(self, name: str = "") -> LaneSnapshot:

@@ -16,7 +16,17 @@ from .keys import MAIN_LANE, RoomKeys, room_keys
 from .rooms import RoomConfig
 from .snapshot import Sample, Snapshot
 
-JoinStatus = Literal["waiting", "admitted", "scheduled", "closed", "used", "recovering"]
+JoinStatus = Literal[
+    "waiting",
+    "admitted",
+    "scheduled",
+    "closed",
+    "used",
+    "recovering",
+    "limited",
+    "challenge",
+    "replayed",
+]
 RestoreStatus = Literal["waiting", "admitted", "present"]
 
 
@@ -26,6 +36,27 @@ class JoinResult:
     place: int
     head: int
     now_us: int
+    retry_after_ms: int = 0  # "limited": until the address's join window ends
+    challenge_bits: int = 0  # "challenge": the proof of work the room asks for
+
+
+@dataclass(frozen=True, slots=True)
+class Newcomer:
+    """Someone joining without a place to show for it: the room's join limits count them
+    against their address and subnet, and its proof of work (if on) applies."""
+
+    address: str  # the client's IP address, as text
+    subnet: str  # its /24 (IPv4) or /64 (IPv6)
+    counted: bool = True  # count the join against the address and subnet (public ones only)
+    proof_id: str = ""  # the proof-of-work challenge solved for this join, if any
+    proof_bits: int = 0
+    proof_ttl_ms: int = 0  # how long the challenge stays valid: remember it as spent that long
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    expires_us: int  # the pass's expiry
+    epoch: int  # the room's pass epoch: signed into the pass
 
 
 @cache
@@ -61,6 +92,7 @@ class LineStore:
         self._where = redis.register_script(script_source("where"))
         self._restore = redis.register_script(script_source("restore"))
         self._sold_out_signal = redis.register_script(script_source("sold_out_signal"))
+        self._session = redis.register_script(script_source("session"))
         self._keys: dict[str, RoomKeys] = {}
         # The highest place this store's joins handed out, per (room, lane): a floor the next
         # tick passes on, so that a join lost in a failover is noticed (see tick.lua).
@@ -101,9 +133,27 @@ class LineStore:
         max_active: int | None = None,
         autopilot: Mapping[str, Any] | None = None,
         opens_at_us: int | None = None,
+        revoke_passes: bool = False,
+        challenge: bool | None = None,
+        challenge_bits: int | None = None,
+        joins_per_ip: int | None = None,
+        joins_per_subnet: int | None = None,
+        sessions_per_pass: int | None = None,
         now_us: int | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
+        if revoke_passes:
+            changes["epoch"] = "next"  # every pass issued so far is refused from now on
+        if challenge is not None:
+            changes["challenge"] = int(challenge)
+        for field, value in (
+            ("challenge_bits", challenge_bits),
+            ("joins_per_ip", joins_per_ip),
+            ("joins_per_subnet", joins_per_subnet),
+            ("sessions_per_pass", sessions_per_pass),
+        ):
+            if value is not None:
+                changes[field] = int(value)
         if sold_out is not None:
             changes["sold_out"] = int(sold_out)
             # Set by hand: the booking site's signal must not undo it (see sold_out_signal).
@@ -134,7 +184,8 @@ class LineStore:
             changes["claim_us"] = round(claim_seconds * 1_000_000)
         if changes:
             pairs = [x for item in changes.items() for x in item]
-            await self._configure(keys=[self.keys(room).state], args=[_now_arg(now_us), *pairs])
+            k = self.keys(room)
+            await self._configure(keys=[k.state, k.active], args=[_now_arg(now_us), *pairs])
 
     async def follow_sold_out_signal(self, room: str, sold_out: bool) -> bool | None:
         """The booking site says it is (or is no longer) sold out. Returns the room's new
@@ -155,17 +206,26 @@ class LineStore:
         invite: str = "",
         known_gen: str = "",
         known_seq: int = 0,
+        newcomer: Newcomer | None = None,
     ) -> JoinResult:
         """Give `visitor` a place in `lane` (or return theirs). `draw` orders a pre-queue at
         the opening; `invite` is a single-use invitation id redeemed by this join.
         `known_gen` and `known_seq` are the room's generation and the lane's seq as the
-        caller last saw them (they tell a room Redis lost, in part or whole)."""
+        caller last saw them (they tell a room Redis lost, in part or whole). A `newcomer`
+        is held to the room's join limits and proof of work; without one the caller vouches
+        for the visitor (a signed ticket, an invitation)."""
         k = self.keys(room)
         draw = random.random() if draw is None else draw
         lines = [k.lane(name).line for name in self.lane_shares(room)]
         floor = max(known_seq, self._issued.get((room, lane), 0)) if known_gen else 0
-        status, place, head, now = await self._join(
-            keys=[k.state, k.admitted, k.used_invites, *k.lane(lane).all(), *lines],
+        who = newcomer or Newcomer("-", "-")
+        abuse = [
+            k.joins_from("ip", who.address),
+            k.joins_from("net", who.subnet),
+            k.proof_used(who.proof_id or "-"),
+        ]
+        status, place, head, now, extra = await self._join(
+            keys=[k.state, k.admitted, k.used_invites, *k.lane(lane).all(), *abuse, *lines],
             args=[
                 _now_arg(now_us),
                 visitor,
@@ -173,10 +233,22 @@ class LineStore:
                 invite,
                 known_gen,
                 new_generation(),
+                "1" if newcomer else "",
+                who.proof_bits,
+                max(1, who.proof_ttl_ms),
+                "1" if newcomer and newcomer.counted else "",
                 floor,
             ],
         )
-        result = JoinResult(_text(status), int(place), int(head), int(now))  # type: ignore[arg-type]
+        status = _text(status)
+        result = JoinResult(
+            status,  # type: ignore[arg-type]
+            int(place),
+            int(head),
+            int(now),
+            retry_after_ms=int(extra) if status == "limited" else 0,
+            challenge_bits=int(extra) if status == "challenge" else 0,
+        )
         if result.place > self._issued.get((room, lane), 0):
             self._issued[room, lane] = result.place
         return result
@@ -211,6 +283,7 @@ class LineStore:
                 if known
                 else (0, 0, 0, 0)
             ),
+            known.epoch if known else 0,
         ]
         for name, share in shares.items():
             keys += k.lane(name).all()
@@ -232,14 +305,26 @@ class LineStore:
 
     async def claim(
         self, room: str, visitor: str, pass_seconds: float, *, now_us: int | None = None
-    ) -> int | None:
-        """Collect an admitted visitor's pass; returns its expiry (unix us) or None."""
+    ) -> Claimed | None:
+        """Collect an admitted visitor's pass: its expiry and epoch, or None."""
         k = self.keys(room)
-        ok, expires_us = await self._claim(
+        ok, expires_us, epoch = await self._claim(
             keys=[k.state, k.admitted, k.active],
             args=[_now_arg(now_us), visitor, round(pass_seconds * 1_000_000)],
         )
-        return int(expires_us) if int(ok) else None
+        return Claimed(int(expires_us), int(epoch)) if int(ok) else None
+
+    async def open_session(
+        self, room: str, pass_id: str, session: str, most: int, expires_at: int
+    ) -> frozenset[str] | None:
+        """May browser `session` use pass `pass_id`? None if it may (it is one of the pass's
+        first `most` distinct sessions, ever); else the sessions that may."""
+        ok, *members = await self._session(
+            keys=[self.keys(room).pass_sessions(pass_id)],
+            # An hour past expiry: gateway clocks may disagree a little about when that is.
+            args=[session, most, expires_at + 3600],
+        )
+        return None if int(ok) else frozenset(_text(m) for m in members)
 
     async def place_after_opening(
         self, room: str, visitor: str, lane: str = MAIN_LANE
@@ -318,6 +403,12 @@ def _settings(config: RoomConfig) -> dict[str, Any]:
         "paused": 0,
         "closed": 0,
         "sold_out": 0,
+        "joins_per_ip": config.joins_per_ip,
+        "joins_per_subnet": config.joins_per_subnet,
+        "join_window_us": round(config.join_window_seconds * 1_000_000),
+        "challenge": int(config.challenge),
+        "challenge_bits": config.challenge_bits,
+        "sessions_per_pass": config.sessions_per_pass,
     }
     if config.opens_at_us:
         values["opens_at"] = config.opens_at_us

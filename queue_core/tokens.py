@@ -3,7 +3,14 @@
 Both are itsdangerous serializers with their own salt, HMAC-SHA256 (the library's default is
 SHA-1) and a list of secrets for rotation: the newest signs, every one of them verifies, so a
 deploy that adds a secret sends nobody back to the end of the line. Every field a check
-depends on (room, place, visitor, expiry) is inside the signed payload; nothing rides beside it.
+depends on (room, place, visitor, expiry, epoch) is inside the signed payload; nothing rides
+beside it.
+
+The pass carries the room's *epoch*, and the ticket does not. Rotating the epoch revokes
+every pass at once: that is for an incident on the booking site's side (passes leaked or
+mass-shared, a bot wave that got through). The people still waiting did nothing wrong, and
+a ticket only ever yields the one place it names, so rotating must not send 140,000 of them
+to the back of the line; a ticket compromised wholesale is what secret rotation is for.
 """
 
 from __future__ import annotations
@@ -48,11 +55,19 @@ class Pass:
     room: str
     visitor: str
     expires_at: int  # unix seconds
-    pass_id: str  # unique per pass, so a copied pass can be traced and limited
+    pass_id: str  # unique per admission, so a copied pass can be traced and limited
+    epoch: int = 0  # the room's pass epoch when issued: older epochs are revoked
 
 
 def new_visitor_id() -> str:
     return secrets.token_urlsafe(9)
+
+
+def pass_id_for(room: str, visitor: str, expires_us: int) -> str:
+    """The id of the pass for one admission. Derived, not random: every pass collected for the
+    same admission (again, from another worker, or with a copied ticket) has the same id, so
+    the browsers using it are counted together."""
+    return hashlib.sha256(f"{room}\x00{visitor}\x00{expires_us}".encode()).hexdigest()[:16]
 
 
 class Credentials:
@@ -96,18 +111,34 @@ class Credentials:
     def issue_pass(self, admission: Pass) -> str:
         return str(
             self._passes.dumps(
-                [admission.room, admission.visitor, admission.expires_at, admission.pass_id]
+                [
+                    admission.room,
+                    admission.visitor,
+                    admission.expires_at,
+                    admission.pass_id,
+                    admission.epoch,
+                ]
             )
         )
 
     def read_pass(self, value: str, now: float) -> Pass:
-        room, visitor, expires_at, pass_id = _load(self._passes, value, (str, str, int, str))
+        # Passes signed before epochs existed have four fields: epoch 0, refused once the
+        # room's epoch is first rotated, so a deploy does not throw admitted visitors out.
+        room, visitor, expires_at, pass_id, *epoch = _load(
+            self._passes, value, (str, str, int, str, int), optional=1
+        )
         if expires_at <= now:
             raise InvalidCredential("pass expired")
-        return Pass(room, visitor, expires_at, pass_id)
+        if epoch and epoch[0] < 0:
+            raise InvalidCredential("pass epoch out of range")
+        return Pass(room, visitor, expires_at, pass_id, *epoch)
 
 
-def _load(serializer: URLSafeSerializer, value: str, shape: tuple[type, ...]) -> list[Any]:
+def _load(
+    serializer: URLSafeSerializer, value: str, shape: tuple[type, ...], optional: int = 0
+) -> list[Any]:
+    """The signed list in `value`, its fields of the types in `shape`; the last `optional`
+    fields may be missing (credentials signed before those fields existed)."""
     if not value or len(value) > MAX_CREDENTIAL_LENGTH:
         raise InvalidCredential("missing or oversized credential")
     try:
@@ -118,9 +149,9 @@ def _load(serializer: URLSafeSerializer, value: str, shape: tuple[type, ...]) ->
         raise InvalidCredential("credential not valid") from exc
     if (
         not isinstance(data, list)
-        or len(data) != len(shape)
+        or not len(shape) - optional <= len(data) <= len(shape)
         # bool is an int subclass: reject it explicitly so `true` cannot stand in for 1.
-        or any(type(v) is not t for v, t in zip(data, shape, strict=True))
+        or any(type(v) is not t for v, t in zip(data, shape, strict=False))
     ):
         raise InvalidCredential("credential has the wrong shape")
     return data

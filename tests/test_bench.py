@@ -136,8 +136,10 @@ def test_minted_tickets_are_the_gateways_own(tmp_path: Path) -> None:
     ticket = credentials.read_ticket(lines[0].split("=", 1)[1])
     assert (ticket.room, ticket.place, ticket.visitor) == ("w1000", 7, visitor_id("w1000", 7))
     assert ticket.ahead_at_join == 6
-    passes = (tmp_path / "p.txt").read_text().split()
-    assert credentials.read_pass(passes[0].split("=", 1)[1], 1_700_000_000).room == "w1000"
+    passes = (tmp_path / "p.txt").read_text().splitlines()
+    cookies = dict(part.split("=", 1) for part in passes[0].split("; "))
+    assert credentials.read_pass(cookies["wr_pass_w1000"], 1_700_000_000).room == "w1000"
+    assert len(cookies["wr_session_w1000"]) == 16  # each pass comes with its browser's session
 
 
 @pytest.fixture(scope="module")

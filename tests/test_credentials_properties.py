@@ -5,14 +5,16 @@ the gateway would turn into a 500."""
 
 from __future__ import annotations
 
+import hashlib
 import string
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from itsdangerous import URLSafeSerializer
 
 from gateway.invitations import Invitations
 from gateway.receipts import Receipts
-from queue_core.tokens import Credentials, InvalidCredential, Pass, Ticket
+from queue_core.tokens import PASS_SALT, Credentials, InvalidCredential, Pass, Ticket
 
 SECRET = "p" * 40
 OTHER = "q" * 40
@@ -39,6 +41,7 @@ passes = st.builds(
     visitor=visitor_ids,
     expires_at=st.integers(1, 2**40),
     pass_id=st.text(string.hexdigits, min_size=1, max_size=16),
+    epoch=st.integers(0, 2**40),
 )
 # What a hostile or broken client might send: any text, and text shaped like a token.
 junk = st.one_of(
@@ -145,3 +148,26 @@ def test_any_typed_receipt_or_invitation_is_a_place_or_nothing(room: str, typed:
     assert found is None or (found[0] == "" and found[1] > 0)
     invitation = Invitations([SECRET]).parse(room, typed, {"over80": 0.5})
     assert invitation is None
+
+
+@PROPS
+@given(passes)
+def test_a_pass_signed_before_epochs_existed_reads_as_epoch_zero(admission: Pass) -> None:
+    """Passes issued by the previous release have four fields: still good after a deploy,
+    until the room's epoch is first rotated."""
+    signer = URLSafeSerializer(
+        SECRET, salt=PASS_SALT, signer_kwargs={"digest_method": hashlib.sha256}
+    )
+    legacy = signer.dumps(
+        [admission.room, admission.visitor, admission.expires_at, admission.pass_id]
+    )
+    read = creds.read_pass(legacy, admission.expires_at - 1)
+    assert read == Pass(admission.room, admission.visitor, admission.expires_at, admission.pass_id)
+    assert read.epoch == 0
+    for bad_epoch in (-1, True, "1", 1.5):
+        forged = signer.dumps([*signer.loads(legacy), bad_epoch])
+        try:
+            creds.read_pass(forged, 0)
+        except InvalidCredential:
+            continue
+        raise AssertionError(f"epoch {bad_epoch!r} accepted")

@@ -411,6 +411,14 @@ async def test_admission_starts_again_after_a_resume(stack: Stack) -> None:
         ({"banner": {"tlh": "Qapla'"}}, "banner"),
         ({"autopilot": {"enabled": True, "min_rate": 100, "max_rate": 10}}, "autopilot.min_rate"),
         ({"rate_per_minute": 30, "colour": "red"}, "colour"),
+        ({"revoke_passes": False}, "revoke_passes"),
+        ({"revoke_passes": "soon"}, "revoke_passes"),
+        ({"challenge_bits": 0}, "challenge_bits"),
+        ({"challenge_bits": 29}, "challenge_bits"),
+        ({"joins_per_ip": -1}, "joins_per_ip"),
+        ({"joins_per_subnet": 1.5}, "joins_per_subnet"),
+        ({"sessions_per_pass": 1001}, "sessions_per_pass"),
+        ({"challenge": "perhaps", "revoke_passes": True}, "challenge"),
     ],
 )
 async def test_bad_settings_are_refused_and_change_nothing(
@@ -426,6 +434,39 @@ async def test_bad_settings_are_refused_and_change_nothing(
         after = await store.state("main")
         for key in ("rate", "paused", "closed", "max_active", "opens_at", "banner", "autopilot"):
             assert after.get(key) == before.get(key)
+        assert after.get("epoch") == before.get("epoch")  # nothing revoked either
+
+
+async def test_abuse_controls_through_the_form_and_the_audit_log(
+    stack: Stack, store: LineStore
+) -> None:
+    async with logged_in(stack) as (c, _):
+        page = await c.get("/_waitroom/ops/")
+        assert "Revoke every pass" in page.text and "Proof of work before joining" in page.text
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        limits = {
+            "csrf": csrf,
+            "challenge": "1",
+            "challenge_bits": "18",
+            "joins_per_ip": "40",
+            "joins_per_subnet": "0",
+            "sessions_per_pass": "3",
+        }
+        assert (await c.post("/_waitroom/ops/rooms/main", data=limits)).status_code == 303
+        snap = await store.tick("main")
+        assert (snap.challenge_bits, snap.sessions_per_pass) == (18, 3)
+        state = await store.state("main")
+        assert (state["joins_per_ip"], state["joins_per_subnet"]) == ("40", "0")
+        epoch = snap.epoch
+        revoke = {"csrf": csrf, "revoke_passes": "1", "why": "pass list leaked"}
+        assert (await c.post("/_waitroom/ops/rooms/main", data=revoke)).status_code == 303
+        assert (await store.tick("main")).epoch == epoch + 1
+        entries = (await c.get("/_waitroom/ops/api/audit?room=main")).json()["entries"]
+        settings = {e["setting"]: e for e in entries}
+        assert settings["revoke_passes"]["new"] == str(epoch + 1)
+        assert settings["revoke_passes"]["why"] == "pass list leaked"
+        assert settings["challenge_bits"]["new"] == "18"
+        await store.configure("main", challenge=False)
 
 
 async def test_a_partial_autopilot_update_keeps_the_other_settings(stack: Stack) -> None:

@@ -196,7 +196,7 @@ async def test_claim_only_for_admitted_and_idempotent(store: LineStore) -> None:
     await store.join("r", "v00000000002", now_us=T0)
     assert await store.claim("r", "v00000000002", 600, now_us=T0) is None  # still waiting
     first = await store.claim("r", "v00000000001", 600, now_us=T0 + SEC)
-    assert first == T0 + SEC + 600 * SEC
+    assert first is not None and first.expires_us == T0 + SEC + 600 * SEC
     assert await store.claim("r", "v00000000001", 600, now_us=T0 + 2 * SEC) == first
     assert await store.claim("r", "stranger0000", 600, now_us=T0) is None
     # Admitted but never came within the claim window: a no-show, not admitted any more.

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from queue_core.rooms import LIMITS, MAX_CHALLENGE_BITS
+
 MAX_RATE = 1_000_000.0
+# Whole-number settings against abuse, and the most each may be set to.
+ABUSE_LIMITS = {**LIMITS, "challenge_bits": MAX_CHALLENGE_BITS}
 MAX_BANNER = 500
 MAX_WHY = 500
 
@@ -61,6 +65,13 @@ class Changes:
     opens_at_us: int | None = None  # 0 clears the schedule
     banner: dict[str, str] | None = None
     autopilot: Autopilot | None = None
+    # Rotate the room's epoch: every admission pass issued so far is refused at once.
+    revoke_passes: bool | None = None
+    challenge: bool | None = None  # ask newcomers for a proof of work
+    challenge_bits: int | None = None
+    joins_per_ip: int | None = None
+    joins_per_subnet: int | None = None
+    sessions_per_pass: int | None = None
     why: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -73,6 +84,9 @@ class Changes:
             "sold_out",
             "opens_at_us",
             "banner",
+            "revoke_passes",
+            "challenge",
+            *ABUSE_LIMITS,
         )
         out = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
         if self.autopilot is not None:
@@ -128,6 +142,9 @@ def parse_changes(
         "opens_at",
         "banner",
         "autopilot",
+        "revoke_passes",
+        "challenge",
+        *ABUSE_LIMITS,
         "why",
         "csrf",
     }
@@ -150,11 +167,28 @@ def parse_changes(
             errors["max_active"] = "must be a whole number from 0 (no limit) to 10,000,000"
         elif cap is not None:
             values["max_active"] = int(cap)
-    for name in ("paused", "closed", "sold_out"):
+    for name in ("paused", "closed", "sold_out", "challenge"):
         if name in data:
             flag = _flag(data[name], name, errors)
             if flag is not None:
                 values[name] = flag
+    if "revoke_passes" in data:
+        # Only ever true: there is no undoing a revocation, and `false` asking for nothing
+        # would read as if it did something.
+        if _flag(data["revoke_passes"], "revoke_passes", errors) is not True:
+            errors["revoke_passes"] = "must be true (it revokes every pass issued so far)"
+        else:
+            values["revoke_passes"] = True
+    for name, most in ABUSE_LIMITS.items():
+        if name in data:
+            n = _number(data[name], name, errors)
+            least = 1 if name == "challenge_bits" else 0
+            if n is not None and (n != int(n) or not least <= n <= most):
+                errors[name] = f"must be a whole number from {least} to {most:,}" + (
+                    "" if least else " (0 turns it off)"
+                )
+            elif n is not None:
+                values[name] = int(n)
     if "opens_at" in data:
         raw = data["opens_at"]
         if raw in ("", None):

@@ -128,6 +128,13 @@ def summarize(
             "opened": state.get("opened") == "1",
             "banner": banner,
             "autopilot": autopilot,
+            "epoch": int(num("epoch")),
+            "challenge": state.get("challenge") == "1",
+            "challenge_bits": int(num("challenge_bits")),
+            "joins_per_ip": int(num("joins_per_ip")),
+            "joins_per_subnet": int(num("joins_per_subnet")),
+            "join_window_seconds": round(num("join_window_us") / 1e6),
+            "sessions_per_pass": int(num("sessions_per_pass")),
         },
     }
     if len(lanes) > 1:

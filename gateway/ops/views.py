@@ -49,6 +49,13 @@ STATE_FIELDS = {
     "opens_at_us": "opens_at",
     "banner": "banner",
     "autopilot": "autopilot",
+    # Recorded as the epoch moving on: old -> new.
+    "revoke_passes": "epoch",
+    "challenge": "challenge",
+    "challenge_bits": "challenge_bits",
+    "joins_per_ip": "joins_per_ip",
+    "joins_per_subnet": "joins_per_subnet",
+    "sessions_per_pass": "sessions_per_pass",
 }
 Handler = Callable[[Request], Awaitable[Response]]
 CSRF_ADVICE = (
@@ -282,8 +289,12 @@ class OpsViews:
           JSON object with any of rate_per_minute (> 0), max_active (0 = no limit), paused,
           closed, sold_out, opens_at (ISO 8601 with a zone, in the future; "" clears),
           banner ({language: text}), autopilot ({enabled, target_p95_ms, max_error_rate,
-          min_rate, max_rate}; fields left out keep their stored values) and why. Needs the
-          X-CSRF-Token header.
+          min_rate, max_rate}; fields left out keep their stored values), revoke_passes
+          (true: every admission pass issued so far is refused by every gateway within a
+          tick), challenge (ask newcomers for a proof of work), challenge_bits (1 to 28),
+          joins_per_ip and joins_per_subnet (new places per address or /24 or /64 per join
+          window; 0 = no limit), sessions_per_pass (browsers per pass; 0 = any) and why.
+          Needs the X-CSRF-Token header.
         parameters:
           - {name: room, in: path, required: true, schema: {type: string}}
           - {name: X-CSRF-Token, in: header, required: true, schema: {type: string}}

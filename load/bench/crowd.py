@@ -89,9 +89,13 @@ def _mint_tickets(
 
 
 def _mint_passes(secret: str, room: str, count: int, expires_at: int) -> list[str]:
+    """Passes, each with its browser's session id: the gateway counts the browsers a pass is
+    used from, and a browser always sends its session back (its first request on each
+    worker costs a Redis call, later ones none: the steady state a crowd is in)."""
     credentials = Credentials([secret])
     return [
         credentials.issue_pass(Pass(room, visitor_id(room, -i), expires_at, secrets.token_hex(8)))
+        + f"; wr_session_{room}={secrets.token_urlsafe(12)}"
         for i in range(1, count + 1)
     ]
 

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway.pass_sessions import PassSessions
 from gateway.receipts import Receipts
 from gateway.status import waiting_status
 from queue_core.line_view import LineView
@@ -79,6 +80,11 @@ def hot_path_steps(seconds: float = 0.5) -> dict[str, float]:
     place = LINE // 2
     ticket = credentials.issue_ticket(crowd_ticket(room, place, 1, "0123456789ab"))
     admission = credentials.issue_pass(Pass(room, visitor_id(room, 1), 2_000_000_000, "ab" * 8))
+    admitted = credentials.read_pass(admission, 1_700_000_000)
+    # A worker that has seen this browser before: the steady state of an admitted visitor.
+    sessions = PassSessions(None, None)  # type: ignore[arg-type]  # memory only: no Redis
+    sessions.note_known(room, admitted, "browser-session1")
+    snapshot = view.snapshot
     cookie = f"wr_lang=en; wr_ticket_{room}={ticket}"
     status = waiting_status(view, config, place - 1, place - 1, receipt="1-AAAA-BBBB")
 
@@ -103,6 +109,11 @@ def hot_path_steps(seconds: float = 0.5) -> dict[str, float]:
         ),
         "admitted: check the pass (token check)": lambda: credentials.read_pass(
             admission, 1_700_000_000
+        ),
+        "admitted: epoch and browser session (from memory)": lambda: (
+            snapshot is not None
+            and admitted.epoch >= snapshot.epoch
+            and sessions.remembered(room, admitted, "browser-session1", 2)
         ),
         # The gateway's side of a tick.
         "tick: apply a snapshot to the view": lambda: _view_apply(view),

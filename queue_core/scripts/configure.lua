@@ -1,7 +1,10 @@
 -- configure: change a room's live settings, atomically and on the server clock.
 --
--- KEYS[1] state hash
+-- KEYS[1] state hash   KEYS[2] active zset (admitted visitors holding a pass)
 -- ARGV[1] now override in microseconds, or ''   ARGV[2..] field, value, field, value...
+--   The field 'epoch' with the value 'next' revokes every admission pass issued so far: the
+--   epoch inside each pass's MAC moves on, and nobody counts as holding a pass any more (so a
+--   revoked visitor cannot collect a new pass with their old ticket).
 -- Returns the number of fields set.
 local now = now_us(ARGV[1])
 local st = load_state(KEYS[1])
@@ -9,8 +12,13 @@ local was_paused = st['paused'] == '1'
 local was_scheduled = num(st, 'opens_at', 0) > 0 and st['opened'] ~= '1'
 local old_interval = slot_interval(st)
 for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  st[ARGV[i]] = ARGV[i + 1]
+  if ARGV[i] == 'epoch' and ARGV[i + 1] == 'next' then
+    st['epoch'] = tostring(redis.call('HINCRBY', KEYS[1], 'epoch', 1))
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    st[ARGV[i]] = ARGV[i + 1]
+  end
 end
 if was_scheduled and st['opens_at'] == '0' then
   -- Clearing a pending schedule opens the room now: the pre-queue is drawn at the next tick

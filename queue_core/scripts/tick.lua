@@ -15,13 +15,16 @@
 --   the new generation if the room's state turns out to be lost
 -- ARGV[5..8] the room's processed, admitted_total, abandoned_total and no_show_total as the
 --   caller last saw them
+-- ARGV[9] the pass epoch the caller last saw (0 if none): a lost room takes it back, so a
+--   data loss never brings revoked passes back to life
 -- then per lane: name, share, absolute index of the first hole the caller has not seen,
 --   the lane's head, seq and processed as the caller last saw them (its seq also counts the
 --   places the caller's own joins handed out), number of places seen, and those places
 --   (visitors who checked since the caller's last tick)
 -- Returns {now, processed, admitted_total, abandoned_total, no_show_total, active, paused,
 --          closed, rate (string), sold_out, opens_at, opened, banner (string), generation,
---          recoveries, recovered_at, lanes,
+--          recoveries, recovered_at, epoch, challenge bits (0: no proof of work asked),
+--          sessions per pass (-1: not set), lanes,
 --          then per lane: head, seq, waiting, prequeue, processed, holes_from, n, hole...}
 local MAX_WORK = 2000      -- places examined at the heads per call: bounds the script's run time
 local SWEEP_BATCH = 100    -- places examined by the background sweep per call, over all lanes
@@ -39,7 +42,7 @@ local TOTALS = {'processed', 'admitted_total', 'abandoned_total', 'no_show_total
 local known_gen = ARGV[3]
 
 local lanes = {}
-local a = 9
+local a = 10
 for i = 1, tonumber(ARGV[2]) do
   local k = 4 + (i - 1) * 5
   local lane = {name = ARGV[a], share = tonumber(ARGV[a + 1]), holes_from = tonumber(ARGV[a + 2]),
@@ -90,6 +93,13 @@ if not st['gen'] or behind then
 elseif known_gen ~= '' and known_gen == st['prev_gen'] then
   -- Another gateway that saw the old generation: its floors count too (only ever upwards).
   recovering = true
+end
+
+-- Revocation survives the loss: the epoch never goes below what any gateway has seen.
+local known_epoch = tonumber(ARGV[9])
+if recovering and known_epoch > num(st, 'epoch', 0) then
+  st['epoch'] = known_epoch
+  redis.call('HSET', KEYS[1], 'epoch', known_epoch)
 end
 
 if recovering then
@@ -307,7 +317,9 @@ end
 local reply = {now, out['processed'], out['admitted_total'], out['abandoned_total'],
   out['no_show_total'], active, st['paused'] == '1' and 1 or 0, st['closed'] == '1' and 1 or 0,
   st['rate'] or '0', st['sold_out'] == '1' and 1 or 0, opens_at, st['opened'] == '1' and 1 or 0,
-  st['banner'] or '', st['gen'], num(st, 'recoveries', 0), num(st, 'recovered_at', 0), #lanes}
+  st['banner'] or '', st['gen'], num(st, 'recoveries', 0), num(st, 'recovered_at', 0),
+  num(st, 'epoch', 0), st['challenge'] == '1' and num(st, 'challenge_bits', 0) or 0,
+  num(st, 'sessions_per_pass', -1), #lanes}
 for _, lane in ipairs(lanes) do
   local from = math.max(lane.holes_from or 0, lane.holes_base)
   local holes = redis.call('LRANGE', lane.holes, from - lane.holes_base,
