@@ -55,9 +55,10 @@ CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none
 # A Redis that hangs (overloaded, paused, partitioned) must fail a call in seconds, not hold
 # it for ever: waiting visitors are then answered from the last snapshot (tests/test_outage.py).
 DEFAULT_TIMEOUTS = {"socket_timeout": 2.0, "socket_connect_timeout": 1.0}
-# A few quick retries ride out a dropped connection or a failover's last moments; longer
-# outages surface as errors, which the gateway answers from its snapshot or with a 503.
-RETRIES = 3
+# One quick retry rides out a dropped connection (a restarted server, a failover's new
+# primary); more would multiply the socket timeout while a hung server holds a visitor.
+# Longer outages surface as errors, which the gateway answers from its snapshot.
+RETRIES = 1
 
 
 class RedisUrlError(ValueError):
