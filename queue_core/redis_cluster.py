@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
 import redis
 from redis.crc import key_slot
 
-from .redis_server import RedisServer, RedisServerError, free_port
+from .redis_server import RedisServer, RedisServerError, free_port, wait_until
 
 SLOTS = 16384
 
@@ -76,7 +75,7 @@ class LocalCluster:
             self._call(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
             self._call(self.nodes[0], "CLUSTER", "MEET", node.host, node.port, bus)
-        self._wait(deadline, "every node to know the others", self._all_known)
+        wait_until(deadline, "every node to know the others", self._all_known)
         ids = [self._call(n, "CLUSTER", "MYID") for n in primaries]
         for i, node in enumerate(self.nodes[self.primary_count :]):
             self._call(node, "CLUSTER", "REPLICATE", ids[i % len(primaries)])
@@ -84,7 +83,7 @@ class LocalCluster:
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         """Until every live node says the cluster is ok and every live replica is in sync."""
-        self._wait(time.monotonic() + timeout, "the cluster to be healthy", self._healthy)
+        wait_until(time.monotonic() + timeout, "the cluster to be healthy", self._healthy)
 
     def primary_for(self, key: str) -> RedisServer:
         """The node serving `key`'s slot now, as the live nodes see it."""
@@ -114,7 +113,7 @@ class LocalCluster:
             found[:] = [node]
             return node is not old and node.running
 
-        self._wait(time.monotonic() + timeout, f"a new primary for {key}", moved)
+        wait_until(time.monotonic() + timeout, f"a new primary for {key}", moved)
         return found[0]
 
     def live_nodes(self) -> list[RedisServer]:
@@ -148,16 +147,6 @@ class LocalCluster:
             return client.execute_command(*args)  # type: ignore[no-untyped-call]
         finally:
             client.close()
-
-    @staticmethod
-    def _wait(deadline: float, what: str, done: Callable[[], bool]) -> None:
-        while True:
-            with contextlib.suppress(redis.RedisError, RedisServerError):
-                if done():
-                    return
-            if time.monotonic() >= deadline:
-                raise RedisServerError(f"timed out waiting for {what}")
-            time.sleep(0.05)
 
     def __enter__(self) -> Self:
         self.start()

@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import redis
 
-from .redis_server import RedisServer, RedisServerError, free_port
+from .redis_server import RedisServer, RedisServerError, free_port, wait_until
 
 SERVICE = "waitroom"
 
@@ -73,7 +73,7 @@ class LocalSentinel:
                     f"sentinel failover-timeout {self.service} {self.down_after_ms * 10}\n"
                 )
                 sentinel.start()
-            self._wait(deadline, "the sentinels to see every node", self._all_seen)
+            wait_until(deadline, "the sentinels to see every node", self._all_seen)
         except BaseException:
             self.stop()
             raise
@@ -105,7 +105,7 @@ class LocalSentinel:
             found[:] = [node]
             return bool(role[0] == b"master")
 
-        self._wait(time.monotonic() + timeout, "a failover", promoted)
+        wait_until(time.monotonic() + timeout, "a failover", promoted)
         return found[0]
 
     def stop(self) -> None:
@@ -138,16 +138,6 @@ class LocalSentinel:
             yield client
         finally:
             client.close()
-
-    @staticmethod
-    def _wait(deadline: float, what: str, done: Callable[[], bool]) -> None:
-        while True:
-            with contextlib.suppress(redis.RedisError, RedisServerError):
-                if done():
-                    return
-            if time.monotonic() >= deadline:
-                raise RedisServerError(f"timed out waiting for {what}")
-            time.sleep(0.05)
 
     def __enter__(self) -> Self:
         self.start()

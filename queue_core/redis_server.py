@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -94,6 +94,18 @@ def _stop_live_servers() -> None:
     for server in list(_live_servers):
         with contextlib.suppress(Exception):
             server.stop(timeout=1.0)
+
+
+def wait_until(deadline: float, what: str, done: Callable[[], bool]) -> None:
+    """Poll `done()` (Redis and server errors count as "not yet") until it holds, or raise
+    RedisServerError once the monotonic `deadline` has passed."""
+    while True:
+        with contextlib.suppress(redis.RedisError, RedisServerError):
+            if done():
+                return
+        if time.monotonic() >= deadline:
+            raise RedisServerError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 class RedisServer:
