@@ -47,6 +47,8 @@ from starlette.responses import PlainTextResponse, Response
 
 from queue_core.snapshot import Snapshot
 
+from .client_ip import Network, parse_networks
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ALLOW_ENV = "WAITROOM_METRICS_ALLOW"
 DEFAULT_ALLOW = "127.0.0.1/32,::1/128"
@@ -318,7 +320,6 @@ def _multiprocess_dir() -> str | None:
 
 # -- who may read /metrics --------------------------------------------------------------------
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Headers a request picks up on its way through a proxy.
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for")
 
@@ -345,14 +346,7 @@ class AllowList:
     @classmethod
     def parse(cls, spec: str) -> AllowList:
         """Comma-separated CIDRs ("10.0.0.0/8, ::1/128"); empty allows nobody."""
-        networks = []
-        for item in spec.split(","):
-            if item := item.strip():
-                try:
-                    networks.append(ipaddress.ip_network(item, strict=False))
-                except ValueError as exc:
-                    raise ValueError(f"{ALLOW_ENV}: {item!r} is not an address or CIDR") from exc
-        return cls(networks)
+        return cls(parse_networks(spec, ALLOW_ENV))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AllowList:
