@@ -15,6 +15,8 @@ import hmac
 import re
 from collections.abc import Iterable, Sequence
 
+from queue_core.tokens import VERIFIED_TICKETS
+
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _TO_CROCKFORD = str.maketrans(_B32, _CROCKFORD)
@@ -34,7 +36,7 @@ class Receipts:
     def __init__(self, secrets: Sequence[str]) -> None:
         self._secrets = list(secrets)  # oldest first, the newest writes
         # Shown on every waiting page: work each one out once.
-        self.code = functools.lru_cache(maxsize=65_536)(self._code)  # type: ignore[method-assign]
+        self.code = functools.lru_cache(maxsize=VERIFIED_TICKETS)(self._code)  # type: ignore[method-assign]
 
     def code(self, room: str, place: int, lane: str = "") -> str:
         return self._code(room, place, lane)
