@@ -13,11 +13,19 @@ import pytest
 
 from helpers import REPO_ROOT
 from load.replay import model
-from load.replay.driver import DriverStats
+from load.replay.driver import DriverStats, Second
 from load.replay.record import BOOKED, GAVE_UP, REGISTERED, SITE, STATUS, Recorder, VisitorRecord
-from load.replay.report import render, waiting_over_time
+from load.replay.report import render
 from load.replay.run import GATEWAY, RunResult
-from load.replay.scaling import Squeeze, inventory, rooms_toml, site_env, sms_schedule
+from load.replay.scaling import (
+    Squeeze,
+    grace_seconds,
+    inventory,
+    room_settings,
+    rooms_toml,
+    site_env,
+    sms_schedule,
+)
 from load.replay.scenario import (
     Behaviour,
     Check,
@@ -28,6 +36,7 @@ from load.replay.scenario import (
     load_scenario,
     parse_scenario,
 )
+from load.replay.series import waiting_over_time
 from load.replay.summary import compare, order_inversions, summarize
 from load.replay.transport import cookie_header, update_cookies
 from queue_core.rooms import load_rooms
@@ -169,23 +178,61 @@ def test_inventory_is_scaled_down(slots: int, scale: float) -> None:
     assert centres * days * per_day == pytest.approx(target, rel=0.35, abs=2)
 
 
-def test_squeezed_settings_keep_the_days_proportions() -> None:
+@pytest.mark.parametrize(("scale", "speed"), [(0.01, 60), (0.001, 600), (0.002, 120), (1, 10)])
+def test_squeezed_settings_keep_the_days_proportions(scale: float, speed: float) -> None:
     scenario = load_scenario("cz-2021-01-15")
-    squeeze = Squeeze(speed=60, scale=0.01)
+    squeeze = Squeeze(speed=speed, scale=scale)
     env = site_env(scenario.site, squeeze)
-    assert float(env["BACKEND_SMS_PER_SECOND"]) == pytest.approx(20 * 0.6)
-    assert sms_schedule(scenario.site, squeeze) == [(35.0, pytest.approx(200 * 0.6))]
-    assert float(env["BACKEND_PIN_TTL_S"]) == 5.0
-    # Throughput = workers / latency scales by scale * speed.
+    assert float(env["BACKEND_SMS_PER_SECOND"]) == pytest.approx(20 * scale * speed)
+    assert sms_schedule(scenario.site, squeeze) == [
+        (35 * 60 / speed, pytest.approx(200 * scale * speed))
+    ]
+    # Throughput = workers / latency scales by scale * speed, at rest and under load (all
+    # workers busy): the scaled site falls over where the real one would.
+    site = scenario.site
     workers = int(env["BACKEND_MAX_IN_FLIGHT"])
-    latency = float(env["BACKEND_BASE_LATENCY_MS"])
-    full = scenario.site.max_in_flight / scenario.site.base_latency_ms
-    assert workers / latency == pytest.approx(full * 0.6)
+    assert workers >= min(4, site.max_in_flight)
+    base = float(env["BACKEND_BASE_LATENCY_MS"])
+    slope = float(env["BACKEND_LATENCY_PER_REQUEST_MS"])
+    expected = site.max_in_flight / site.base_latency_ms * scale * speed
+    assert workers / base == pytest.approx(expected, rel=1e-4)
+    busy = workers / (base + slope * (workers - 1))
+    full = site.max_in_flight / (
+        site.base_latency_ms + site.latency_per_request_ms * (site.max_in_flight - 1)
+    )
+    # Within a quarter: 4 workers standing for 16 are busy in steps of a quarter.
+    assert busy == pytest.approx(full * scale * speed, rel=0.25)
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "speed", "low", "high"),
+    [
+        ("flash-crowd", 0.01, 60, 10, 20),  # a small crowd: squeezed (5 s), floored at 10 s
+        ("be-qvax", 1.0, 10, 180, 300),  # 140,000+: realistic, checks up to 45 s apart
+        ("be-qvax", 0.01, 60, 10, 10),
+    ],
+)
+def test_grace_is_squeezed_only_while_checks_stay_few(
+    name: str, scale: float, speed: float, low: float, high: float
+) -> None:
+    scenario = load_scenario(name)
+    squeeze = Squeeze(speed=speed, scale=scale)
+    grace = grace_seconds(scenario, squeeze)
+    assert low <= grace <= high
+    assert grace <= scenario.gateway.grace_seconds
+    # The crowd at its longest, all checking at the ceiling (a quarter of the grace period,
+    # at most 45 s), stays within a few thousand checks a second.
+    longest = model.fluid_peak(
+        scenario.arrivals, scenario.gateway.rate_per_minute, scenario.duration_minutes
+    )
+    checks_per_s = longest * scale / min(45, grace / 4)
+    assert checks_per_s <= 3000 * 1.01 or grace == scenario.gateway.grace_seconds
 
 
 def test_rooms_file_is_one_the_gateway_reads(tmp_path: Path) -> None:
     path = tmp_path / "rooms.toml"
-    path.write_text(rooms_toml(load_scenario("flash-crowd").gateway, Squeeze(600, 0.002)))
+    settings = room_settings(load_scenario("flash-crowd"), Squeeze(600, 0.002))
+    path.write_text(rooms_toml(settings))
     room = load_rooms(path, environ={})["vaccination"]
     assert room.protects("/book/api/pin")
     assert room.rate_per_minute == pytest.approx(1000 * 0.002 * 600)
@@ -271,7 +318,9 @@ def synthetic_result() -> RunResult:
         Squeeze(speed=60, scale=0.001),
         visitors,
         recorder,
-        DriverStats(steps=40, max_active=6, lag_samples=[0.001, 0.002]),
+        DriverStats(
+            steps=40, seconds=[Second(s, 6, 1 if s == 3 else 0, 0, 0, 1) for s in range(10)]
+        ),
         duration_s=10.0,
         limit_s=120.0,
         room={"rate_per_minute": 30.0},
@@ -291,7 +340,9 @@ def test_summary_of_a_synthetic_replay() -> None:
     checks = {c["name"]: c["passed"] for c in summary["checks"]}
     assert checks["bookings_match_supply"] is True  # min(3 slots, 4 verified) == 3 booked
     assert checks["order_inversions"] is True
-    assert summary["passed"] is (all(v is not False for v in checks.values()))
+    facts = [fact["passed"] for fact in summary["launch_day"]]
+    assert len(facts) == len(load_scenario("flash-crowd").checks)
+    assert summary["passed"] is all(v is not False for v in [*checks.values(), *facts])
     both = compare(summary, summary)
     assert both["with_gateway"]["site_errors"] == 3
 
