@@ -388,3 +388,65 @@ def test_locustfile_is_valid_python_and_only_it_imports_locust() -> None:
     assert {"Visitor", "ScenarioShape"} <= classes
     for path in (REPO_ROOT / "load" / "replay").glob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+locust", path.read_text(), re.M), path
+
+
+@pytest.mark.parametrize(
+    ("run_time", "current", "expected"),
+    [
+        (0.0, 0, (0, 1.0)),
+        # A doorbuster: the curve jumps to 100,000 a minute. A step in, 11 users run and 100
+        # are wanted: start the other 89 within the next tick, not 1.67 a second.
+        (0.5, 11, (50, 39.0)),
+        (1.0, 11, (100, 89.0)),
+        (1.0, 100, (100, 1.0)),
+        (5.0, 100, (100, 1.0)),  # everyone has come: nothing more to start
+        (121.0, 100, None),  # the day is over: stop
+    ],
+)
+def test_locust_shape_closes_the_gap_by_the_next_tick(
+    run_time: float, current: int, expected: tuple[int, float] | None
+) -> None:
+    from load.replay import shape
+
+    scenario = load_scenario("flash-crowd")
+    assert shape.tick(scenario, Squeeze(speed=60, scale=0.001), run_time, current) == expected
+
+
+def test_locustfile_shape_ticks_without_locust(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locustfile's own LoadTestShape, ticked with a stand-in for locust (which is an
+    optional extra, and patches the standard library when imported)."""
+    import importlib.util
+    import sys
+    import types
+    from collections.abc import Callable
+    from typing import Any
+
+    class Shape:
+        runner: Any = None
+        run_time = 0.0
+
+        def get_run_time(self) -> float:
+            return self.run_time
+
+    def task(f: Callable[..., Any]) -> Callable[..., Any]:
+        return f
+
+    stub = types.ModuleType("locust")
+    stub.HttpUser = type("HttpUser", (), {})  # type: ignore[attr-defined]
+    stub.LoadTestShape = Shape  # type: ignore[attr-defined]
+    stub.constant = lambda seconds: seconds  # type: ignore[attr-defined]
+    stub.task = task  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "locust", stub)
+    for name, value in {"REPLAY_SCENARIO": "flash-crowd", "REPLAY_SPEED": "60"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REPLAY_SCALE", "0.001")
+    spec = importlib.util.spec_from_file_location("replay_locustfile", LOCUSTFILE)
+    assert spec is not None and spec.loader is not None
+    locustfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(locustfile)
+    shape = locustfile.ScenarioShape()
+    shape.run_time = 1.0
+    shape.runner = types.SimpleNamespace(user_count=11)
+    assert shape.tick() == (100, 89.0)
+    shape.runner = None  # before the runner is attached
+    assert shape.tick() == (100, 100.0)
