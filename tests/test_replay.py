@@ -8,6 +8,7 @@ import math
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -319,7 +320,7 @@ def synthetic_result() -> RunResult:
         visitors,
         recorder,
         DriverStats(
-            steps=40, seconds=[Second(s, 6, 1 if s == 3 else 0, 0, 0, 1) for s in range(10)]
+            steps=40, seconds=[Second(s, 4 * s, 6, 1 if s == 3 else 0, 0, 0, 1) for s in range(10)]
         ),
         duration_s=10.0,
         limit_s=120.0,
@@ -419,7 +420,6 @@ def test_locustfile_shape_ticks_without_locust(monkeypatch: pytest.MonkeyPatch) 
     import sys
     import types
     from collections.abc import Callable
-    from typing import Any
 
     class Shape:
         runner: Any = None
@@ -450,3 +450,19 @@ def test_locustfile_shape_ticks_without_locust(monkeypatch: pytest.MonkeyPatch) 
     assert shape.tick() == (100, 89.0)
     shape.runner = None  # before the runner is attached
     assert shape.tick() == (100, 100.0)
+
+
+def test_overdue_walk_counts_what_a_full_scan_counts() -> None:
+    import heapq
+    import types
+
+    from load.replay.driver import _overdue
+
+    rng = random.Random(5)
+    heap: list[tuple[float, int, Any]] = []
+    for i in range(5000):
+        state = "arrive" if rng.random() < 0.3 else "poll"
+        heapq.heappush(heap, (rng.uniform(0, 100), i, types.SimpleNamespace(state=state)))
+    for cutoff in (-1.0, 0.5, 10.0, 50.0, 101.0):
+        full = sum(1 for due, _, v in heap if due < cutoff and v.state != "arrive")
+        assert _overdue(heap, cutoff) == full  # type: ignore[arg-type]

@@ -61,6 +61,7 @@ class Visitor:
     __slots__ = (
         "book_tries",
         "choice",
+        "cookie_line",
         "cookies",
         "due",
         "phone",
@@ -78,6 +79,7 @@ class Visitor:
         self.record = record
         self.phone = phone
         self.cookies: dict[str, str] = {}
+        self.cookie_line = ""  # the Cookie header, rebuilt only when a reply sets one
         self.state = "arrive"
         self.retries = 0
         self.storm_left = plan.storm_refreshes
@@ -107,6 +109,7 @@ class Journey:
         self.epoch = epoch  # time.monotonic() at the replay's start
         self.now: Callable[[], float] = lambda: time.monotonic() - epoch
         self.rng = random.Random(seed)
+        self.started = 0  # requests handed to the transport
 
     async def step(self, v: Visitor) -> float | None:
         handler = getattr(self, f"_{v.state}")
@@ -119,11 +122,11 @@ class Journey:
 
     async def _call(self, v: Visitor, kind: str, method: str, url: str, body: Any = None) -> Reply:
         asked = self.now()
-        reply = await self.transport.request(
-            method, url, cookies=cookie_header(v.cookies), body=body
-        )
+        self.started += 1
+        reply = await self.transport.request(method, url, cookies=v.cookie_line, body=body)
         if reply.set_cookies:
             update_cookies(v.cookies, reply.set_cookies)
+            v.cookie_line = cookie_header(v.cookies)
         sent = reply.sent_at - self.epoch if reply.sent_at else asked
         self.recorder.request(kind, sent, reply.status, reply.seconds, sent - v.due)
         return reply

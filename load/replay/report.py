@@ -260,6 +260,12 @@ def _side_by_side(
     comparison: dict[str, Any],
 ) -> str:
     keys = list(comparison["with_gateway"])
+    verdicts = "".join(
+        f'<tr><td class="{VERDICT[c["passed"]][0]}">{VERDICT[c["passed"]][1]}</td>'
+        f'<td>{escape(c["name"])}</td><td class="n">{escape(_shown(c["value"]))}</td>'
+        f"<td>{escape(c['target'])}</td></tr>"
+        for c in comparison["checks"]
+    )
     rows = "".join(
         f"<tr><th>{escape(k.replace('_', ' '))}</th>"
         f'<td class="n">{escape(_shown(comparison["with_gateway"][k]))}</td>'
@@ -268,6 +274,7 @@ def _side_by_side(
     )
     parts = [
         "<h2>With and without the waiting room</h2>",
+        f"<table>{verdicts}</table>",
         "<table><tr><th></th><th>with the line</th><th>straight at the site</th></tr>"
         f"{rows}</table>",
     ]
@@ -316,7 +323,10 @@ def render(
     comparison: dict[str, Any] | None = None,
 ) -> str:
     s = result.scenario
-    verdict = "PASSED" if summary["passed"] else "FAILED"
+    passed = summary["passed"] and all(
+        c["passed"] is not False for c in (comparison or {}).get("checks", [])
+    )
+    verdict = "PASSED" if passed else "FAILED"
     everyone = round(len(result.visitors) / result.squeeze.scale)
     where = "Through the waiting room" if result.mode == GATEWAY else "Straight at the site"
     title = f"Replay of {s.title}"
@@ -325,7 +335,7 @@ def render(
         f"Speed {result.squeeze.speed:g} (scenario seconds per real second), scale "
         f"{result.squeeze.scale:g} ({len(result.visitors):,} of {everyone:,} "
         f"people), {summary['duration_real_s']} real seconds. Verdict: "
-        f'<span class="{"pass" if summary["passed"] else "fail"}">{verdict}</span></p>'
+        f'<span class="{"pass" if passed else "fail"}">{verdict}</span></p>'
     )
     parts = [head, "<h2>Launch-day facts</h2>", _launch_day(summary)]
     compared = direct is not None and comparison is not None

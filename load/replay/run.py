@@ -10,6 +10,7 @@ import asyncio
 import gc
 import os
 import random
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -136,7 +137,22 @@ async def replay(
 
     actions = [sms_change(at, rate) for at, rate in sms_schedule(scenario.site, squeeze)]
     result.limit_s = min(max_seconds, squeeze.real(scenario.duration_minutes * 60))
-    driver = Driver(journey, visitors, actions=actions, probe=wire)
+
+    def progress(second: int) -> None:
+        # A long run says how it is doing every 30 s (stderr), so nobody waits ten minutes
+        # to learn the driver fell behind in the first one.
+        if second % 30 > 0 or result.limit_s < 60:
+            return
+        samples = driver.stats.seconds
+        last, before = samples[-1], samples[-2] if len(samples) > 1 else None
+        rate = last.started - (before.started if before else 0)
+        print(
+            f"  {second:4d} s: {last.present:,} present, {last.held:,} held on schedule, "
+            f"{rate:,} requests started in the last second, {last.in_flight:,} in flight",
+            file=sys.stderr,
+        )
+
+    driver = Driver(journey, visitors, actions=actions, probe=wire, on_second=progress)
     watcher = (
         GatewayWatch(f"{gateway}/metrics", ROOM, now, transport) if gateway and watch else None
     )

@@ -54,18 +54,21 @@ class Curve:
 
 @dataclass(frozen=True, slots=True)
 class Behaviour:
-    """How simulated people act. Durations in scenario seconds unless named minutes."""
+    """How simulated people act. Durations in scenario seconds unless named minutes, except
+    two reload paces, which are real seconds: a person hammering reload and a script polling
+    keep their pace however fast the replay runs the day (bot_poll_seconds and
+    storm_interval_seconds)."""
 
     # Giving up while waiting: a Weibull patience. shape > 1 means the hazard (the chance of
     # giving up in the next minute, for someone still there) grows the longer they wait.
     patience_median_minutes: float = 60.0
     patience_shape: float = 1.5
-    # A share of visitors ignore poll_after and refresh every bot_poll_seconds; they never
-    # give up.
+    # A share of visitors ignore poll_after and refresh every bot_poll_seconds (real
+    # seconds); they never give up.
     bot_share: float = 0.0
     bot_poll_seconds: float = 1.0
     # Refresh storm: arrivals in the first storm_minutes reload the page storm_refreshes
-    # times, storm_interval_seconds apart, before they settle down.
+    # times, storm_interval_seconds (real seconds) apart, before they settle down.
     storm_minutes: float = 0.0
     storm_refreshes: int = 0
     storm_interval_seconds: float = 2.0

@@ -171,6 +171,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "got_through": got_through,
         "booked": booked,
         "registered_without_date": outcomes[REGISTERED],
+        "sold_out_minute": sold_out_minute(result),
         "slots": slots,
         "slots_booked_per_site": site_booked,
         "pin_requests": sum(v.pin_requests for v in visitors),
@@ -221,6 +222,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
                 "share_late": _round(lateness.share_above(LATE_S), 5),
             },
             "cpu_s": _round(stats.cpu_s, 1),
+            "max_loop_gap_s": _round(stats.max_loop_gap_s, 3),
             "crashes": stats.crashes,
             "stopped_at_time_limit": stats.stopped_early,
         },
@@ -303,8 +305,10 @@ def compare(gateway: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
     def pick(s: dict[str, Any]) -> dict[str, Any]:
         f = s["figures"]
         return {
+            "completed": f["booked"] + f["registered_without_date"],
             "booked": f["booked"],
             "registered_without_date": f["registered_without_date"],
+            "sold_out_minute": f["sold_out_minute"],
             "gave_up": f["outcomes"]["gave_up"],
             "errors": f["outcomes"]["error"],
             "unfinished": f["outcomes"]["unfinished"],
@@ -317,4 +321,27 @@ def compare(gateway: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
             "retries": f["retries"],
         }
 
-    return {"with_gateway": pick(gateway), "straight_at_site": pick(direct)}
+    line, bare = pick(gateway), pick(direct)
+    checks = [
+        _check(
+            "line_completes_more_journeys",
+            line["completed"],
+            f"> straight at the site ({bare['completed']})",
+            line["completed"] > bare["completed"],
+        ),
+        _check(
+            "line_spares_the_site_errors",
+            line["site_errors"],
+            f"< straight at the site ({bare['site_errors']})",
+            line["site_errors"] < bare["site_errors"],
+        ),
+    ]
+    return {"with_gateway": line, "straight_at_site": bare, "checks": checks}
+
+
+def sold_out_minute(result: RunResult) -> float | None:
+    """The scenario minute of the last booking, if the appointments ran out; else None."""
+    if result.slots_after != 0:
+        return None
+    times = [v.done_at for v in result.visitors if v.outcome == BOOKED and v.done_at is not None]
+    return _round(result.squeeze.scenario(max(times)) / 60, 1) if times else None
