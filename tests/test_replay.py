@@ -42,7 +42,7 @@ from load.replay.summary import compare, order_inversions, summarize
 from load.replay.transport import cookie_header, update_cookies
 from queue_core.rooms import load_rooms
 
-SCENARIOS = ["be-qvax", "cz-2021-01-15", "flash-crowd"]
+SCENARIOS = ["be-qvax", "cz-2021-01-15", "flash-crowd", "hold-150k"]
 
 
 def test_every_scenario_is_shipped() -> None:
@@ -70,6 +70,11 @@ FACTS = [
     ("be-qvax", "admitted", 0, 300, 70_000, 80_000),  # 70,000 registered
     ("flash-crowd", "arrivals", 0, 1, 100_000, None),  # 100,000 within 60 s
     ("flash-crowd", "arrivals", 1, 120, None, 0),
+    ("cz-2021-01-15", "booked", 0, 60, 44_000, None),  # over 44,000 reservations, first hour
+    ("cz-2021-01-15", "sold_out", 0, 0, 50, 70),  # every date gone after about an hour
+    ("be-qvax", "registered", 0, 300, 70_000, 80_000),
+    ("flash-crowd", "sold_out", 0, 0, None, 15),  # 14,000 at 1,000 a minute
+    ("hold-150k", "waiting", 0, 8, 140_000, None),
 ]
 
 
@@ -466,3 +471,17 @@ def test_overdue_walk_counts_what_a_full_scan_counts() -> None:
     for cutoff in (-1.0, 0.5, 10.0, 50.0, 101.0):
         full = sum(1 for due, _, v in heap if due < cutoff and v.state != "arrive")
         assert _overdue(heap, cutoff) == full  # type: ignore[arg-type]
+
+
+def test_launch_day_facts_measured_on_a_replay() -> None:
+    """The scenario's facts on a replay's own records, scaled back up (scale 0.001)."""
+    from load.replay.outcomes import launch_day
+
+    facts = {fact["measure"]: fact for fact in launch_day(synthetic_result())}
+    # Planned within the first real second (minute 1 at speed 60): visitors 0 and 1.
+    assert facts["arrivals"]["replay"] == 2000 and facts["arrivals"]["passed"] is False
+    # There by minute 1 and not yet admitted or gone: visitors 0, 1 and 2.
+    assert facts["waiting"]["replay"] == 3000
+    # The last booking (visitor 5) ended at 10 real seconds: minute 10, within 25.
+    assert facts["sold_out"]["replay"] == 10.0 and facts["sold_out"]["passed"] is True
+    assert all(fact["model_passed"] for fact in facts.values())

@@ -118,9 +118,8 @@ def write_seconds(path: Path, result: RunResult) -> None:
         )
         for s in result.stats.seconds:
             counts = sent.get(s.at - 1, [0, 0, 0])  # sample at the end of second s.at - 1
-            writer.writerow(
-                [s.at, s.present, s.held, s.overdue, s.in_flight, s.queued, s.connections, *counts]
-            )
+            state = (s.at, s.started, s.present, s.held, s.overdue, s.in_flight, s.queued)
+            writer.writerow([*state, s.connections, *counts])
 
 
 def _one(
@@ -195,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"waitroom replay: could not start the stack: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the stack has been stopped on the way out
+        print("waitroom replay: interrupted, nothing written", file=sys.stderr)
+        return 130
     summary = summarize(result)
     write_visitors(out / "visitors.csv", result.visitors)
     write_seconds(out / "driver.csv", result)

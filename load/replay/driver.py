@@ -56,6 +56,7 @@ class DriverStats:
     stopped_early: bool = False  # the time limit cut the replay short
     crashes: int = 0  # journey steps that raised (a driver bug; should stay 0)
     max_loop_gap_s: float = 0.0  # the longest the loop went without a turn
+    max_rss_mb: float = 0.0  # the driver process's peak memory
     cpu_s: float = 0.0  # the driver process's CPU over the run (user + system)
 
     @property
@@ -161,6 +162,7 @@ class Driver:
                 task.cancel()
             await asyncio.gather(*running, *side, return_exceptions=True)
             self.stats.cpu_s = time.process_time() - cpu_start
+            self.stats.max_rss_mb = _max_rss_mb()
         for visitor in self.visitors:
             if visitor.record.outcome == UNFINISHED:
                 visitor.record.detail = visitor.record.detail or visitor.state
@@ -251,6 +253,14 @@ def _overdue(heap: list[tuple[float, int, Visitor]], cutoff: float) -> int:
             stack.append(2 * i + 1)
             stack.append(2 * i + 2)
     return count
+
+
+def _max_rss_mb() -> float:
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

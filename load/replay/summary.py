@@ -223,6 +223,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
             },
             "cpu_s": _round(stats.cpu_s, 1),
             "max_loop_gap_s": _round(stats.max_loop_gap_s, 3),
+            "max_rss_mb": _round(stats.max_rss_mb, 0),
             "crashes": stats.crashes,
             "stopped_at_time_limit": stats.stopped_early,
         },
