@@ -128,14 +128,14 @@ class Driver:
         side = [asyncio.create_task(self._timed(a)) for a in self.actions]
         cpu_start = time.process_time()
         second = 0
-        last = now()
+        resume = now()  # when the loop meant to run next
         try:
             while heap or running:
                 t = now()
-                # How long the loop went without running: the driver's own stalls (CPU it
-                # did not get, or work it did in one go), apart from the server's slowness.
-                self.stats.max_loop_gap_s = max(self.stats.max_loop_gap_s, t - last)
-                last = t
+                # How much later than it meant to the loop ran: the driver's own stalls (CPU
+                # it did not get, or work done in one go), apart from the server's slowness.
+                self.stats.max_loop_gap_s = max(self.stats.max_loop_gap_s, t - resume)
+                resume = t
                 if t >= second + 1:
                     # One sample stands for any seconds a stall skipped.
                     skipped = range(second + 1, int(t) + 1)
@@ -146,7 +146,9 @@ class Driver:
                     break
                 if not heap or heap[0][0] > t:
                     wake = max(heap[0][0] if heap else t + 1, t + SLICE_S)
-                    await self._sleep_until(min(wake, second + 1, limit_s))
+                    resume = min(wake, second + 1, limit_s)
+                    await self._sleep_until(resume)
+                    resume = min(resume, now())  # woken early by a sooner step: not a stall
                     continue
                 for _ in range(BATCH):
                     if not heap or heap[0][0] > t:

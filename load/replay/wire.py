@@ -70,7 +70,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(f"bad_response:{exc}")
+            self.fail(f"bad_response:{exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -83,7 +83,7 @@ class _Connection(asyncio.Protocol):
             return
         self.request = request
         if request is not None:
-            self._fail("connection_lost")
+            self.fail("connection_lost")
         self.pool.lost(self)
 
     # -- sending -------------------------------------------------------------------------
@@ -103,7 +103,8 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _fail(self, error: str) -> None:
+    def fail(self, error: str) -> None:
+        """Answer the request in flight with status 0 (`error` says why) and close."""
         request, self.request = self.request, None
         if request is not None and not request.future.done():
             seconds = time.monotonic() - self.sent_at
@@ -180,14 +181,12 @@ class Pool:
         request = _Request(data, future, time.monotonic())
         if self.idle:
             self._start(self.idle.pop(), request)
-            if len(self.idle) < self.spare and self.open < self.size:
+            if len(self.idle) + self.opening < self.spare and self.open < self.size:
                 self._open()  # ahead of need: a busy server is slow to accept
             return future
         self.queue.append(request)
         if self.open < self.size:
             self._open()
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(1.0, self._sweep)
         return future
 
     def oldest_queued(self) -> float | None:
@@ -197,6 +196,8 @@ class Pool:
     def _start(self, conn: _Connection, request: _Request) -> None:
         self.busy.add(conn)
         conn.send(request)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
     def release(self, conn: _Connection) -> None:
         self.busy.discard(conn)
@@ -255,7 +256,7 @@ class Pool:
         """Once a second: close connections whose request has outlived the timeout."""
         now = time.monotonic()
         for conn in [c for c in self.busy if now - c.sent_at > self.timeout_s]:
-            conn._fail("timeout")
+            conn.fail("timeout")
         if self.busy or self.queue:
             self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
         else:
