@@ -485,3 +485,12 @@ def test_launch_day_facts_measured_on_a_replay() -> None:
     # The last booking (visitor 5) ended at 10 real seconds: minute 10, within 25.
     assert facts["sold_out"]["replay"] == 10.0 and facts["sold_out"]["passed"] is True
     assert all(fact["model_passed"] for fact in facts.values())
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 197), (0, 1), (0, 200), (3, 17), (0, 149_725)])
+def test_chart_ticks_cover_every_value(low: float, high: float) -> None:
+    from load.replay.svg import nice_ticks
+
+    ticks = nice_ticks(low, high)
+    assert ticks[0] <= low and ticks[-1] >= high  # no line drawn above the top of a chart
+    assert 4 <= len(ticks) <= 7

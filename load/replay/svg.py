@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-WIDTH, HEIGHT = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 40
+WIDTH, HEIGHT = 640, 270
+# The title on the first line, the legend on the second (left-aligned, so a long title never
+# runs into it), then the plot.
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 44, 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +32,9 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     start = math.floor(low / step) * step
-    ticks = []
-    value = start
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
+    ticks = [round(start, 10)]
+    while ticks[-1] < high - step * 1e-9:  # the last tick covers the highest value
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -101,11 +101,11 @@ def _svg(parts: list[str], title: str) -> str:
 
 def _legend(labels: Sequence[str]) -> list[str]:
     parts = []
-    x = WIDTH - RIGHT
-    for i, label in reversed(list(enumerate(labels))):
-        x -= 8 + 7 * len(label) + 16
-        parts.append(f'<rect class="s{i}" x="{x}" y="8" width="10" height="10"/>')
-        parts.append(f'<text class="tick" x="{x + 14}" y="17">{escape(label)}</text>')
+    x = float(LEFT)
+    for i, label in enumerate(labels):
+        parts.append(f'<rect class="s{i}" x="{x:.0f}" y="22" width="10" height="10"/>')
+        parts.append(f'<text class="tick" x="{x + 14:.0f}" y="31">{escape(label)}</text>')
+        x += 14 + 6 * len(label) + 18
     return parts
 
 
