@@ -1,5 +1,6 @@
 """Locust: the same launch-day crowd as `waitroom replay`, for people who run Locust.
 
+    pip install -e '.[load]'          # locust is an optional extra
     REPLAY_SCENARIO=cz-2021-01-15 REPLAY_SPEED=60 REPLAY_SCALE=0.01 \\
     REPLAY_BACKEND=http://127.0.0.1:8001 \\
     locust -f load/locustfile.py -H http://127.0.0.1:8000 --headless
@@ -11,8 +12,12 @@ replaced by a new one. REPLAY_DIRECT=1 sends the crowd straight at the site (the
 site, which must run without BACKEND_WAITROOM_SECRET). The site needs BACKEND_SIM_INBOX=1.
 
 Importing locust monkey-patches the standard library (gevent), so nothing but this file
-imports it; the crowd model is the pure `load.replay.model`.
+imports it; the crowd model is the pure `load.replay.model`, the shape `load.replay.shape`.
+This file type-checks (mypy --strict) with locust installed or not: without it, locust's
+names are Any, hence the ignores, which are unused (and allowed to be) when it is there.
 """
+
+# mypy: disable-error-code="unused-ignore"
 
 from __future__ import annotations
 
@@ -23,9 +28,9 @@ import re
 import time
 from typing import Any
 
-from locust import HttpUser, LoadTestShape, constant, task
+from locust import HttpUser, LoadTestShape, constant, task  # type: ignore[import-not-found]
 
-from load.replay import model
+from load.replay import model, shape
 from load.replay.scaling import ROOM, Squeeze
 from load.replay.scenario import load_scenario
 
@@ -39,19 +44,20 @@ DIRECT = os.environ.get("REPLAY_DIRECT") == "1"
 PIN = re.compile(r"\b(\d{6})\b")
 B = SCENARIO.behaviour
 STARTED = time.monotonic()  # the test starts when locust loads this file
+RNG = random.Random()
 
 
 def _human(seconds: float) -> float:
-    return SQUEEZE.real(seconds * random.uniform(0.5, 1.5))
+    return SQUEEZE.real(seconds * RNG.uniform(0.5, 1.5))
 
 
 class Visitor(HttpUser):  # type: ignore[misc]
     wait_time = constant(3600)  # after the one journey: idle, never replaced
 
     def on_start(self) -> None:
-        self.bot = random.random() < B.bot_share
-        self.patience_min = math.inf if self.bot else model.draw_patience_minutes(B, random)
-        self.phone = f"+4207{random.randrange(10**8):08d}"
+        self.bot = RNG.random() < B.bot_share
+        self.patience_min = math.inf if self.bot else model.draw_patience_minutes(B, RNG)
+        self.phone = f"+4207{RNG.randrange(10**8):08d}"
         self.done = False
 
     def _ok(self, response: Any) -> bool:
@@ -82,9 +88,9 @@ class Visitor(HttpUser):  # type: ignore[misc]
                 return False
             if storm:
                 storm -= 1
-                time.sleep(SQUEEZE.real(B.storm_interval_seconds, 0.2))
+                time.sleep(max(0.2, B.storm_interval_seconds))  # a person's pace: real seconds
             elif self.bot:
-                time.sleep(SQUEEZE.real(B.bot_poll_seconds, 0.5))
+                time.sleep(max(0.5, B.bot_poll_seconds))  # a script's pace: real seconds
             else:
                 time.sleep(float(body.get("poll_after_seconds") or 5))
             reply = self._retrying("GET", status_path, "status")
@@ -127,7 +133,7 @@ class Visitor(HttpUser):  # type: ignore[misc]
             ]
             if data.get("sold_out") or not days:
                 break
-            centre = random.choice(sorted({c for c, _ in days}))
+            centre = RNG.choice(sorted({c for c, _ in days}))
             day = min(d for c, d in days if c == centre)
             time.sleep(_human(B.think_slot_seconds))
             booked = self._retrying(
@@ -139,7 +145,7 @@ class Visitor(HttpUser):  # type: ignore[misc]
                 break
         self._retrying("POST", "/book/api/registrations", "register", json={})
 
-    @task
+    @task  # type: ignore[untyped-decorator]
     def journey(self) -> None:
         if self.done:
             return
@@ -155,12 +161,10 @@ class Visitor(HttpUser):  # type: ignore[misc]
 
 
 class ScenarioShape(LoadTestShape):  # type: ignore[misc]
-    """Users = everyone who has arrived by now (scaled); spawn at the curve's current rate."""
+    """Users = everyone who has arrived by now (scaled), started fast enough to get there by
+    the next tick: the spawn rate comes from the gap, not from the curve's slope."""
 
     def tick(self) -> tuple[int, float] | None:
-        minute = SQUEEZE.scenario(self.get_run_time()) / 60
-        if minute > SCENARIO.duration_minutes:
-            return None
-        users = round(model.cumulative(SCENARIO.arrivals, minute) * SQUEEZE.scale)
-        per_second = SQUEEZE.rate(model.rate_at(SCENARIO.arrivals, minute)) / 60
-        return users, max(1.0, per_second)
+        current = int(self.runner.user_count) if self.runner is not None else 0
+        run_time = float(self.get_run_time())  # type: ignore[no-untyped-call]
+        return shape.tick(SCENARIO, SQUEEZE, run_time, current)

@@ -8,16 +8,25 @@ import math
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers import REPO_ROOT
 from load.replay import model
-from load.replay.driver import DriverStats
+from load.replay.driver import DriverStats, Second
 from load.replay.record import BOOKED, GAVE_UP, REGISTERED, SITE, STATUS, Recorder, VisitorRecord
-from load.replay.report import render, waiting_over_time
+from load.replay.report import render
 from load.replay.run import GATEWAY, RunResult
-from load.replay.scaling import Squeeze, inventory, rooms_toml, site_env, sms_schedule
+from load.replay.scaling import (
+    Squeeze,
+    grace_seconds,
+    inventory,
+    room_settings,
+    rooms_toml,
+    site_env,
+    sms_schedule,
+)
 from load.replay.scenario import (
     Behaviour,
     Check,
@@ -28,11 +37,12 @@ from load.replay.scenario import (
     load_scenario,
     parse_scenario,
 )
+from load.replay.series import waiting_over_time
 from load.replay.summary import compare, order_inversions, summarize
 from load.replay.transport import cookie_header, update_cookies
 from queue_core.rooms import load_rooms
 
-SCENARIOS = ["be-qvax", "cz-2021-01-15", "flash-crowd"]
+SCENARIOS = ["be-qvax", "cz-2021-01-15", "flash-crowd", "hold-150k"]
 
 
 def test_every_scenario_is_shipped() -> None:
@@ -52,14 +62,18 @@ FACTS = [
     ("cz-2021-01-15", "arrivals", 0, 240, None, 441_000),  # within the 80+ target group
     ("cz-2021-01-15", "admitted", 0, 60, 44_000, None),  # over 44,000 in the first hour
     ("cz-2021-01-15", "slots", 0, 0, 44_000, 46_000),  # all dates gone after about an hour
-    ("cz-2021-01-15", "admitted", 0, 50, None, 44_800),
     ("cz-2021-01-15", "admitted", 0, 70, 44_800, None),
     ("cz-2021-01-15", "admitted", 0, 240, 65_000, None),  # 65,000 registered within hours
     ("be-qvax", "waiting", 0, 90, 140_000, None),  # >140,000 waiting at 09:30
-    ("be-qvax", "waiting", 0, 30, 240 * 60, None),  # registering took over an hour
+    ("be-qvax", "waiting", 0, 30, 260 * 60, None),  # registering took over an hour
     ("be-qvax", "admitted", 0, 300, 70_000, 80_000),  # 70,000 registered
     ("flash-crowd", "arrivals", 0, 1, 100_000, None),  # 100,000 within 60 s
     ("flash-crowd", "arrivals", 1, 120, None, 0),
+    ("cz-2021-01-15", "booked", 0, 60, 44_000, None),  # over 44,000 reservations, first hour
+    ("cz-2021-01-15", "sold_out", 0, 0, 45, 70),  # every date gone after about an hour
+    ("be-qvax", "registered", 0, 300, 70_000, 80_000),
+    ("flash-crowd", "sold_out", 0, 0, None, 15),  # 14,000 at 1,000 a minute
+    ("hold-150k", "waiting", 0, 8, 140_000, None),
 ]
 
 
@@ -169,23 +183,61 @@ def test_inventory_is_scaled_down(slots: int, scale: float) -> None:
     assert centres * days * per_day == pytest.approx(target, rel=0.35, abs=2)
 
 
-def test_squeezed_settings_keep_the_days_proportions() -> None:
+@pytest.mark.parametrize(("scale", "speed"), [(0.01, 60), (0.001, 600), (0.002, 120), (1, 10)])
+def test_squeezed_settings_keep_the_days_proportions(scale: float, speed: float) -> None:
     scenario = load_scenario("cz-2021-01-15")
-    squeeze = Squeeze(speed=60, scale=0.01)
+    squeeze = Squeeze(speed=speed, scale=scale)
     env = site_env(scenario.site, squeeze)
-    assert float(env["BACKEND_SMS_PER_SECOND"]) == pytest.approx(20 * 0.6)
-    assert sms_schedule(scenario.site, squeeze) == [(35.0, pytest.approx(200 * 0.6))]
-    assert float(env["BACKEND_PIN_TTL_S"]) == 5.0
-    # Throughput = workers / latency scales by scale * speed.
+    assert float(env["BACKEND_SMS_PER_SECOND"]) == pytest.approx(20 * scale * speed)
+    assert sms_schedule(scenario.site, squeeze) == [
+        (35 * 60 / speed, pytest.approx(200 * scale * speed))
+    ]
+    # Throughput = workers / latency scales by scale * speed, at rest and under load (all
+    # workers busy): the scaled site falls over where the real one would.
+    site = scenario.site
     workers = int(env["BACKEND_MAX_IN_FLIGHT"])
-    latency = float(env["BACKEND_BASE_LATENCY_MS"])
-    full = scenario.site.max_in_flight / scenario.site.base_latency_ms
-    assert workers / latency == pytest.approx(full * 0.6)
+    assert workers >= min(4, site.max_in_flight)
+    base = float(env["BACKEND_BASE_LATENCY_MS"])
+    slope = float(env["BACKEND_LATENCY_PER_REQUEST_MS"])
+    expected = site.max_in_flight / site.base_latency_ms * scale * speed
+    assert workers / base == pytest.approx(expected, rel=1e-4)
+    busy = workers / (base + slope * (workers - 1))
+    full = site.max_in_flight / (
+        site.base_latency_ms + site.latency_per_request_ms * (site.max_in_flight - 1)
+    )
+    # Within a quarter: 4 workers standing for 16 are busy in steps of a quarter.
+    assert busy == pytest.approx(full * scale * speed, rel=0.25)
+
+
+@pytest.mark.parametrize(
+    ("name", "scale", "speed", "low", "high"),
+    [
+        ("flash-crowd", 0.01, 60, 10, 20),  # a small crowd: squeezed (5 s), floored at 10 s
+        ("be-qvax", 1.0, 10, 180, 300),  # 140,000+: realistic, checks up to 45 s apart
+        ("be-qvax", 0.01, 60, 10, 10),
+    ],
+)
+def test_grace_is_squeezed_only_while_checks_stay_few(
+    name: str, scale: float, speed: float, low: float, high: float
+) -> None:
+    scenario = load_scenario(name)
+    squeeze = Squeeze(speed=speed, scale=scale)
+    grace = grace_seconds(scenario, squeeze)
+    assert low <= grace <= high
+    assert grace <= scenario.gateway.grace_seconds
+    # The crowd at its longest, all checking at the ceiling (a quarter of the grace period,
+    # at most 45 s), stays within a few thousand checks a second.
+    longest = model.fluid_peak(
+        scenario.arrivals, scenario.gateway.rate_per_minute, scenario.duration_minutes
+    )
+    checks_per_s = longest * scale / min(45, grace / 4)
+    assert checks_per_s <= 3000 * 1.01 or grace == scenario.gateway.grace_seconds
 
 
 def test_rooms_file_is_one_the_gateway_reads(tmp_path: Path) -> None:
     path = tmp_path / "rooms.toml"
-    path.write_text(rooms_toml(load_scenario("flash-crowd").gateway, Squeeze(600, 0.002)))
+    settings = room_settings(load_scenario("flash-crowd"), Squeeze(600, 0.002))
+    path.write_text(rooms_toml(settings))
     room = load_rooms(path, environ={})["vaccination"]
     assert room.protects("/book/api/pin")
     assert room.rate_per_minute == pytest.approx(1000 * 0.002 * 600)
@@ -271,7 +323,9 @@ def synthetic_result() -> RunResult:
         Squeeze(speed=60, scale=0.001),
         visitors,
         recorder,
-        DriverStats(steps=40, max_active=6, lag_samples=[0.001, 0.002]),
+        DriverStats(
+            steps=40, seconds=[Second(s, 4 * s, 6, 1 if s == 3 else 0, 0, 0, 1) for s in range(10)]
+        ),
         duration_s=10.0,
         limit_s=120.0,
         room={"rate_per_minute": 30.0},
@@ -291,7 +345,9 @@ def test_summary_of_a_synthetic_replay() -> None:
     checks = {c["name"]: c["passed"] for c in summary["checks"]}
     assert checks["bookings_match_supply"] is True  # min(3 slots, 4 verified) == 3 booked
     assert checks["order_inversions"] is True
-    assert summary["passed"] is (all(v is not False for v in checks.values()))
+    facts = [fact["passed"] for fact in summary["launch_day"]]
+    assert len(facts) == len(load_scenario("flash-crowd").checks)
+    assert summary["passed"] is all(v is not False for v in [*checks.values(), *facts])
     both = compare(summary, summary)
     assert both["with_gateway"]["site_errors"] == 3
 
@@ -337,3 +393,103 @@ def test_locustfile_is_valid_python_and_only_it_imports_locust() -> None:
     assert {"Visitor", "ScenarioShape"} <= classes
     for path in (REPO_ROOT / "load" / "replay").glob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+locust", path.read_text(), re.M), path
+
+
+@pytest.mark.parametrize(
+    ("run_time", "current", "expected"),
+    [
+        (0.0, 0, (0, 1.0)),
+        # A doorbuster: the curve jumps to 100,000 a minute. A step in, 11 users run and 100
+        # are wanted: start the other 89 within the next tick, not 1.67 a second.
+        (0.5, 11, (50, 39.0)),
+        (1.0, 11, (100, 89.0)),
+        (1.0, 100, (100, 1.0)),
+        (5.0, 100, (100, 1.0)),  # everyone has come: nothing more to start
+        (121.0, 100, None),  # the day is over: stop
+    ],
+)
+def test_locust_shape_closes_the_gap_by_the_next_tick(
+    run_time: float, current: int, expected: tuple[int, float] | None
+) -> None:
+    from load.replay import shape
+
+    scenario = load_scenario("flash-crowd")
+    assert shape.tick(scenario, Squeeze(speed=60, scale=0.001), run_time, current) == expected
+
+
+def test_locustfile_shape_ticks_without_locust(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The locustfile's own LoadTestShape, ticked with a stand-in for locust (which is an
+    optional extra, and patches the standard library when imported)."""
+    import importlib.util
+    import sys
+    import types
+    from collections.abc import Callable
+
+    class Shape:
+        runner: Any = None
+        run_time = 0.0
+
+        def get_run_time(self) -> float:
+            return self.run_time
+
+    def task(f: Callable[..., Any]) -> Callable[..., Any]:
+        return f
+
+    stub = types.ModuleType("locust")
+    stub.HttpUser = type("HttpUser", (), {})  # type: ignore[attr-defined]
+    stub.LoadTestShape = Shape  # type: ignore[attr-defined]
+    stub.constant = lambda seconds: seconds  # type: ignore[attr-defined]
+    stub.task = task  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "locust", stub)
+    for name, value in {"REPLAY_SCENARIO": "flash-crowd", "REPLAY_SPEED": "60"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REPLAY_SCALE", "0.001")
+    spec = importlib.util.spec_from_file_location("replay_locustfile", LOCUSTFILE)
+    assert spec is not None and spec.loader is not None
+    locustfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(locustfile)
+    shape = locustfile.ScenarioShape()
+    shape.run_time = 1.0
+    shape.runner = types.SimpleNamespace(user_count=11)
+    assert shape.tick() == (100, 89.0)
+    shape.runner = None  # before the runner is attached
+    assert shape.tick() == (100, 100.0)
+
+
+def test_overdue_walk_counts_what_a_full_scan_counts() -> None:
+    import heapq
+    import types
+
+    from load.replay.driver import _overdue
+
+    rng = random.Random(5)
+    heap: list[tuple[float, int, Any]] = []
+    for i in range(5000):
+        state = "arrive" if rng.random() < 0.3 else "poll"
+        heapq.heappush(heap, (rng.uniform(0, 100), i, types.SimpleNamespace(state=state)))
+    for cutoff in (-1.0, 0.5, 10.0, 50.0, 101.0):
+        full = sum(1 for due, _, v in heap if due < cutoff and v.state != "arrive")
+        assert _overdue(heap, cutoff) == full  # type: ignore[arg-type]
+
+
+def test_launch_day_facts_measured_on_a_replay() -> None:
+    """The scenario's facts on a replay's own records, scaled back up (scale 0.001)."""
+    from load.replay.outcomes import launch_day
+
+    facts = {fact["measure"]: fact for fact in launch_day(synthetic_result())}
+    # Planned within the first real second (minute 1 at speed 60): visitors 0 and 1.
+    assert facts["arrivals"]["replay"] == 2000 and facts["arrivals"]["passed"] is False
+    # There by minute 1 and not yet admitted or gone: visitors 0, 1 and 2.
+    assert facts["waiting"]["replay"] == 3000
+    # The last booking (visitor 5) ended at 10 real seconds: minute 10, within 25.
+    assert facts["sold_out"]["replay"] == 10.0 and facts["sold_out"]["passed"] is True
+    assert all(fact["model_passed"] for fact in facts.values())
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 197), (0, 1), (0, 200), (3, 17), (0, 149_725)])
+def test_chart_ticks_cover_every_value(low: float, high: float) -> None:
+    from load.replay.svg import nice_ticks
+
+    ticks = nice_ticks(low, high)
+    assert ticks[0] <= low and ticks[-1] >= high  # no line drawn above the top of a chart
+    assert 4 <= len(ticks) <= 7

@@ -37,7 +37,7 @@ from .scenario import Behaviour
 from .transport import Reply, Transport, cookie_header, update_cookies
 
 PIN_PATTERN = re.compile(r"\b(\d{6})\b")
-MIN_BOT_POLL_S = 0.5  # real seconds: a compressed bot would otherwise poll in a busy loop
+MIN_BOT_POLL_S = 0.5  # real seconds: a scenario's bot may not poll in a busy loop
 MIN_STORM_INTERVAL_S = 0.2
 MIN_RETRY_S = 0.05
 
@@ -61,7 +61,9 @@ class Visitor:
     __slots__ = (
         "book_tries",
         "choice",
+        "cookie_line",
         "cookies",
+        "due",
         "phone",
         "pin",
         "pin_unix",
@@ -77,6 +79,7 @@ class Visitor:
         self.record = record
         self.phone = phone
         self.cookies: dict[str, str] = {}
+        self.cookie_line = ""  # the Cookie header, rebuilt only when a reply sets one
         self.state = "arrive"
         self.retries = 0
         self.storm_left = plan.storm_refreshes
@@ -84,6 +87,7 @@ class Visitor:
         self.pin_unix = 0.0
         self.choice: tuple[str, str] = ("", "")
         self.book_tries = 0
+        self.due = record.planned_at  # when the current step was due (real s): for lateness
 
 
 class Journey:
@@ -94,7 +98,7 @@ class Journey:
         behaviour: Behaviour,
         squeeze: Squeeze,
         endpoints: Endpoints,
-        now: Callable[[], float],
+        epoch: float,
         seed: int = 1,
     ) -> None:
         self.transport = transport
@@ -102,8 +106,10 @@ class Journey:
         self.b = behaviour
         self.squeeze = squeeze
         self.at = endpoints
-        self.now = now
+        self.epoch = epoch  # time.monotonic() at the replay's start
+        self.now: Callable[[], float] = lambda: time.monotonic() - epoch
         self.rng = random.Random(seed)
+        self.started = 0  # requests handed to the transport
 
     async def step(self, v: Visitor) -> float | None:
         handler = getattr(self, f"_{v.state}")
@@ -115,13 +121,20 @@ class Journey:
     # -- helpers -------------------------------------------------------------------------
 
     async def _call(self, v: Visitor, kind: str, method: str, url: str, body: Any = None) -> Reply:
-        at = self.now()
-        reply = await self.transport.request(
-            method, url, cookies=cookie_header(v.cookies), body=body
-        )
-        update_cookies(v.cookies, reply.set_cookies)
-        self.recorder.request(kind, at, reply.status, reply.seconds)
+        asked = self.now()
+        self.started += 1
+        reply = await self.transport.request(method, url, cookies=v.cookie_line, body=body)
+        if reply.set_cookies:
+            update_cookies(v.cookies, reply.set_cookies)
+            v.cookie_line = cookie_header(v.cookies)
+        sent = reply.sent_at - self.epoch if reply.sent_at else asked
+        self.recorder.request(kind, sent, reply.status, reply.seconds, sent - v.due)
         return reply
+
+    def _paced(self, floor: float, real_seconds: float) -> float:
+        """A reload pace in real seconds, give or take a tenth: people and scripts that
+        started together drift apart, as the gateway's own jitter makes its visitors do."""
+        return max(floor, real_seconds * self.rng.uniform(0.9, 1.1))
 
     def _human(self, scenario_seconds: float) -> float:
         return self.squeeze.real(scenario_seconds * self.rng.uniform(0.5, 1.5))
@@ -150,10 +163,14 @@ class Journey:
     def _failed(self, reply: Reply) -> bool:
         return reply.status == 0 or reply.status == 429 or reply.status >= 500
 
-    def _out_of_patience(self, v: Visitor) -> bool:
+    def _patience_left(self, v: Visitor) -> float:
+        """Real seconds until this visitor gives up waiting (inf for bots)."""
         start = v.record.join_done if v.record.join_done is not None else v.record.arrived_at
-        waited_min = self.squeeze.scenario(self.now() - (start or 0.0)) / 60
-        return waited_min > v.plan.patience_minutes
+        end = (start or 0.0) + self.squeeze.real(v.plan.patience_minutes * 60)
+        return end - self.now()
+
+    def _out_of_patience(self, v: Visitor) -> bool:
+        return self._patience_left(v) < 0
 
     def _refused(self, v: Visitor, reply: Reply) -> None:
         data = reply.json() if reply.is_json else None
@@ -168,10 +185,18 @@ class Journey:
         v.record.arrived_at = self.now()
         v.record.outcome = UNFINISHED
         if self.at.gateway is None:
-            v.state = "storm" if v.storm_left else "pin_request"
-            return 0.0 if v.storm_left else self._human(self.b.think_phone_seconds)
+            if v.storm_left:
+                v.state = "storm"
+                return await self._storm(v)
+            v.state = "pin_request"
+            return self._human(self.b.think_phone_seconds)
         v.state = "join"
-        return 0.0
+        return await self._join(v)
+
+    async def _leave(self, v: Visitor) -> float | None:
+        """Out of patience between two checks: the tab is closed, no request is made."""
+        self._finish(v, GAVE_UP, "waiting")
+        return None
 
     async def _join(self, v: Visitor) -> float | None:
         if v.record.join_started is None:
@@ -216,6 +241,8 @@ class Journey:
         rec.last_waiting_at = sent
         if status.get("notice") == "lapsed":
             rec.lapsed += 1
+            if rec.lapsed_at is None:
+                rec.lapsed_at = now
         position = status.get("position")
         if isinstance(position, int):
             if rec.first_position is None:
@@ -227,18 +254,26 @@ class Journey:
             rec.promised_s = float(status["estimate_seconds"])
             low, high = status.get("estimate_range_seconds") or (None, None)
             rec.promised_low_s, rec.promised_high_s = low, high
-        if not v.plan.bot and self._out_of_patience(v):
+        if v.plan.bot:
+            v.state = "poll"
+            # A script reloads at its own pace, in real seconds: compression does not change it.
+            return self._paced(MIN_BOT_POLL_S, self.b.bot_poll_seconds)
+        left = self._patience_left(v)
+        if left <= 0:
             self._finish(v, GAVE_UP, "waiting")
             return None
-        v.state = "poll"
         if v.storm_left:
             v.storm_left -= 1
-            return self.squeeze.real(self.b.storm_interval_seconds, MIN_STORM_INTERVAL_S)
-        if v.plan.bot:
-            return self.squeeze.real(self.b.bot_poll_seconds, MIN_BOT_POLL_S)
-        # Check back as the server asks. Its settings are already squeezed (rates, grace),
-        # so its answer is in real seconds and is followed as given.
-        return float(status.get("poll_after_seconds") or 5.0)
+            # Hammering reload is a person's pace too: real seconds.
+            delay = self._paced(MIN_STORM_INTERVAL_S, self.b.storm_interval_seconds)
+        else:
+            # Check back as the server asks: its poll_after is real seconds, followed as given.
+            delay = float(status.get("poll_after_seconds") or 5.0)
+        if delay > left:
+            v.state = "leave"  # gives up before the next check: leaves at that moment
+            return left
+        v.state = "poll"
+        return delay
 
     # -- straight at the site: reloading the first page ------------------------------------
 
@@ -246,7 +281,7 @@ class Journey:
         await self._call(v, SITE, "GET", f"{self.at.site}/book")
         v.storm_left -= 1
         if v.storm_left > 0:
-            return self.squeeze.real(self.b.storm_interval_seconds, MIN_STORM_INTERVAL_S)
+            return self._paced(MIN_STORM_INTERVAL_S, self.b.storm_interval_seconds)
         v.state = "pin_request"
         return self._human(self.b.think_phone_seconds)
 

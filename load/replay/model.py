@@ -119,15 +119,50 @@ def fluid_line(curve: Curve, rate_per_minute: float, minute: float) -> tuple[flo
     return waiting, admitted
 
 
+def fluid_peak(curve: Curve, rate_per_minute: float, end: float) -> float:
+    """The longest the fluid line (`fluid_line`) gets before `end`."""
+    step = 1 / 60
+    waiting = peak = 0.0
+    t = min(curve.start, 0.0)
+    while t < end - 1e-12:
+        dt = min(step, end - t)
+        waiting += arrivals_between(curve, t, t + dt)
+        waiting -= min(waiting, rate_per_minute * dt)
+        peak = max(peak, waiting)
+        t += dt
+    return peak
+
+
+def sold_out_minute(scenario: Scenario) -> float:
+    """When the fluid line has let through as many people as there are appointments."""
+    rate, slots = scenario.gateway.rate_per_minute, scenario.site.slots
+    low, high = 0.0, scenario.duration_minutes
+    if fluid_line(scenario.arrivals, rate, high)[1] < slots:
+        return math.inf
+    while high - low > 1 / 600:
+        mid = (low + high) / 2
+        low, high = (
+            (mid, high) if fluid_line(scenario.arrivals, rate, mid)[1] < slots else (low, mid)
+        )
+    return high
+
+
 def measure(scenario: Scenario, check: Check) -> float:
+    """A check's value on the model: everyone admitted books while appointments last."""
     if check.measure == "arrivals":
         return arrivals_between(scenario.arrivals, check.from_minute, check.to_minute)
     if check.measure == "slots":
         return float(scenario.site.slots)
+    if check.measure == "sold_out":
+        return sold_out_minute(scenario)
     waiting, admitted = fluid_line(
         scenario.arrivals, scenario.gateway.rate_per_minute, check.to_minute
     )
-    return waiting if check.measure == "waiting" else admitted
+    if check.measure == "waiting":
+        return waiting
+    if check.measure == "booked":
+        return min(admitted, float(scenario.site.slots))
+    return admitted  # "admitted", "registered"
 
 
 @dataclass(frozen=True, slots=True)

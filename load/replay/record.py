@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .histogram import LogHistogram
+
 # How a visitor's journey ended.
 BOOKED = "booked"
 REGISTERED = "registered"  # without a date: the dates were gone
@@ -48,6 +50,7 @@ class VisitorRecord:
     done_at: float | None = None
     polls: int = 0
     lapsed: int = 0  # answers saying the place had lapsed: a lost place
+    lapsed_at: float | None = None  # the first such answer
     pin_requests: int = 0
     retries: int = 0
     outcome: str = NOT_ARRIVED
@@ -66,28 +69,42 @@ class Bucket:
 
     count: int = 0
     errors: int = 0  # 5xx, 429 and network errors
+    late: int = 0  # sent more than LATE_S after they were due
     latencies: list[float] = field(default_factory=list)  # capped sample, seconds
 
 
-LATENCY_SAMPLE_CAP = 500
+LATENCY_SAMPLE_CAP = 200  # per second and kind: enough for a chart's p95, cheap at 10k/s
+LATE_S = 1.0  # a request sent more than this after it was due is late
 
 
 class Recorder:
-    """Per-second, per-kind request counters."""
+    """Per-second, per-kind request counters, and whole-run histograms of latency (per kind)
+    and of lateness (every request: when it was sent, less when it was due)."""
 
     def __init__(self) -> None:
         self.buckets: dict[str, dict[int, Bucket]] = {kind: {} for kind in KINDS}
         self.statuses: dict[str, dict[int, int]] = {kind: {} for kind in KINDS}
+        self.latency: dict[str, LogHistogram] = {kind: LogHistogram() for kind in KINDS}
+        self.lateness = LogHistogram()
 
-    def request(self, kind: str, at: float, status: int, seconds: float) -> None:
-        bucket = self.buckets[kind].setdefault(int(at), Bucket())
+    def request(self, kind: str, at: float, status: int, seconds: float, late: float = 0.0) -> None:
+        bucket = self.buckets[kind].get(int(at))
+        if bucket is None:
+            bucket = self.buckets[kind][int(at)] = Bucket()
         bucket.count += 1
         if status == 0 or status == 429 or status >= 500:
             bucket.errors += 1
+        if late > LATE_S:
+            bucket.late += 1
         if len(bucket.latencies) < LATENCY_SAMPLE_CAP:
             bucket.latencies.append(seconds)
+        self.latency[kind].add(seconds)
+        self.lateness.add(late)
         codes = self.statuses[kind]
         codes[status] = codes.get(status, 0) + 1
+
+    def requests(self) -> int:
+        return self.lateness.count
 
 
 def percentile(values: list[float], pct: float) -> float | None:

@@ -1,213 +1,319 @@
-"""report.html: one self-contained page (inline CSS and SVG, no scripts, no external assets)."""
+"""report.html: one self-contained page (inline CSS and SVG, no scripts, no external assets).
+
+The page answers, in order: did it pass; what did the line do (people waiting, admissions
+set against the gateway's own count, order kept, places lost, the wait and its estimate);
+did the driver really hold the crowd; and, with --compare, what the gateway changed, the two
+runs side by side on the same scales.
+"""
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from .record import OUTCOMES, SITE, percentile
-from .run import RunResult
+from . import series as sr
+from .record import OUTCOMES
+from .run import GATEWAY, RunResult
 from .summary import estimate_errors
-from .svg import Series, bar_chart, line_chart, scatter
+from .svg import Series, bar_chart, labelled_bars, line_chart, scatter
 
 STYLE = """
-body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;
+body{font:15px/1.45 system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;
 color:#1b1b1b}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ccc}
+h3{font-size:1em;margin:1.2em 0 .2em}
 table{border-collapse:collapse;margin:.5em 0}
-td,th{padding:.2em .7em;border-bottom:1px solid #e4e4e4;text-align:left}
+td,th{padding:.2em .7em;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .pass{color:#0a6b2c;font-weight:600}.fail{color:#b00020;font-weight:600}.na{color:#666}
-svg{width:100%;height:auto;margin:.5em 0 1em}svg .title{font-weight:600;font-size:13px}
+svg{width:100%;height:auto;margin:.3em 0 .8em}svg .title{font-weight:600;font-size:13px}
 svg .tick,svg .label{font-size:11px;fill:#444}svg .grid{stroke:#e6e6e6}
-.l0{stroke:#1f5fa8;stroke-width:1.8}.l1{stroke:#d2691e;stroke-width:1.8}.l2{stroke:#2e8b57;stroke-width:1.8}
+.l0{stroke:#1f5fa8;stroke-width:1.8}.l1{stroke:#d2691e;stroke-width:1.8}
+.l2{stroke:#2e8b57;stroke-width:1.8}
 .s0{fill:#1f5fa8}.s1{fill:#d2691e}.s2{fill:#2e8b57}
-.grid2{display:grid;grid-template-columns:1fr 1fr;gap:1em}
-@media (max-width:700px){.grid2{grid-template-columns:1fr}}
+.grid2{display:grid;grid-template-columns:1fr 1fr;gap:0 1.5em}
+.grid2>div>h3{text-align:center}
+@media (max-width:760px){.grid2{grid-template-columns:1fr}}
 """
+X = "scenario minutes after the opening"
+VERDICT = {True: ("pass", "pass"), False: ("fail", "FAIL"), None: ("na", "n/a")}
 
 
-def _width(result: RunResult) -> float:
-    """Width of a time bin in real seconds: about 120 bins over the run."""
-    return max(1.0, math.ceil(max(result.duration_s, 1.0) / 120))
-
-
-def _minutes(result: RunResult, real_s: float) -> float:
-    return round(real_s * result.squeeze.speed / 60, 3)
-
-
-def counts_per_bin(times: Iterable[float], width: float, end: float) -> list[int]:
-    bins = [0] * (int(end // width) + 1)
-    for t in times:
-        if 0 <= t <= end:
-            bins[int(t // width)] += 1
-    return bins
-
-
-def waiting_over_time(result: RunResult) -> list[tuple[float, float]]:
-    """People in line (joined, not yet admitted or gone) at each bin's start."""
-    width, end = _width(result), result.duration_s
-    changes: list[tuple[float, int]] = []
-    for v in result.visitors:
-        if v.join_done is None:
-            continue
-        changes.append((v.join_done, 1))
-        left = v.admitted_at if v.admitted_at is not None else v.done_at
-        if left is not None:
-            changes.append((left, -1))
-    changes.sort()
-    points, level, i = [], 0, 0
-    t = 0.0
-    while t <= end:
-        while i < len(changes) and changes[i][0] <= t:
-            level += changes[i][1]
-            i += 1
-        points.append((_minutes(result, t), float(level)))
-        t += width
-    return points
-
-
-def _rate_series(result: RunResult, times: Iterable[float]) -> list[tuple[float, float]]:
-    width = _width(result)
-    bins = counts_per_bin(times, width, result.duration_s)
-    return [(_minutes(result, i * width), n / width) for i, n in enumerate(bins)]
-
-
-def site_series(result: RunResult) -> tuple[list[Series], list[Series]]:
-    """(latency p50/p95 in ms, requests and errors per second) of the booking site."""
-    width = _width(result)
-    grouped: dict[int, tuple[int, int, list[float]]] = {}
-    for second, b in result.recorder.buckets[SITE].items():
-        key = int(second // width)
-        count, errors, lat = grouped.get(key, (0, 0, []))
-        grouped[key] = (count + b.count, errors + b.errors, lat + b.latencies)
-    keys = sorted(grouped)
-    p50 = [(_minutes(result, k * width), (percentile(grouped[k][2], 50) or 0) * 1000) for k in keys]
-    p95 = [(_minutes(result, k * width), (percentile(grouped[k][2], 95) or 0) * 1000) for k in keys]
-    req = [(_minutes(result, k * width), grouped[k][0] / width) for k in keys]
-    err = [(_minutes(result, k * width), grouped[k][1] / width) for k in keys]
-    return (
-        [Series("p50", p50), Series("p95", p95)],
-        [Series("requests/s", req), Series("errors/s (5xx, 429, none)", err)],
-    )
-
-
-def wait_histogram(result: RunResult, bins: int = 24) -> list[tuple[float, float, float]]:
-    waits = [w * result.squeeze.speed / 60 for v in result.visitors if (w := v.wait_s) is not None]
-    if not waits:
-        return []
-    top = max(waits) or 1.0
-    width = top / bins
-    counts = [0] * bins
-    for w in waits:
-        counts[min(bins - 1, int(w / width))] += 1
-    return [(i * width, (i + 1) * width, float(n)) for i, n in enumerate(counts)]
+def _shown(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:g}"
+    return str(value)
 
 
 def _table(rows: Sequence[tuple[str, Any]]) -> str:
-    cells = []
-    for name, value in rows:
-        shown = "–" if value is None else (f"{value:,}" if isinstance(value, int) else value)
-        cells.append(f'<tr><th>{escape(name)}</th><td class="n">{escape(str(shown))}</td></tr>')
+    cells = [
+        f'<tr><th>{escape(name)}</th><td class="n">{escape(_shown(value))}</td></tr>'
+        for name, value in rows
+    ]
     return "<table>" + "".join(cells) + "</table>"
 
 
 def _checks(summary: dict[str, Any]) -> str:
     rows = []
     for c in summary["checks"]:
-        verdict = {True: ("pass", "pass"), False: ("fail", "FAIL"), None: ("na", "no data")}
-        cls, word = verdict[c["passed"]]
+        cls, word = VERDICT[c["passed"]]
         rows.append(
             f'<tr><td class="{cls}">{word}</td><td>{escape(c["name"])}</td>'
-            f'<td class="n">{escape(str(c["value"]))}</td><td>{escape(c["target"])}</td></tr>'
+            f'<td class="n">{escape(_shown(c["value"]))}</td><td>{escape(c["target"])}</td></tr>'
         )
-    head = "<tr><th></th><th>check</th><th>value</th><th>target</th></tr>"
+    head = "<tr><th></th><th>check of this run</th><th>value</th><th>target</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def _section(result: RunResult, summary: dict[str, Any]) -> str:
+def _launch_day(summary: dict[str, Any]) -> str:
+    rows = []
+    for fact in summary["launch_day"]:
+        cls, word = VERDICT[fact["passed"]]
+        rows.append(
+            f'<tr><td class="{cls}">{word}</td><td>{escape(fact["what"])}</td>'
+            f'<td class="n">{escape(_shown(fact["replay"]))}</td>'
+            f'<td class="n">{escape(_shown(fact["model"]))}</td>'
+            f"<td>{escape(fact['target'])}</td></tr>"
+        )
+    if not rows:
+        return ""
+    head = (
+        "<tr><th></th><th>launch-day fact (full-scale figures)</th><th>this replay</th>"
+        "<th>model</th><th>target</th></tr>"
+    )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _figures(summary: dict[str, Any]) -> str:
     f = summary["figures"]
-    speed = result.squeeze.speed
-    out = []
-    if result.mode == "gateway":
-        waiting = waiting_over_time(result)
-        out.append(
-            line_chart(
-                "People waiting in line",
-                [Series("waiting", waiting)],
-                "scenario minutes after the opening",
-                "people",
-            )
-        )
-        admitted = _rate_series(result, (v.admitted_at for v in result.visitors if v.admitted_at))
-        set_rate = (result.room or {}).get("rate_per_minute", 0.0) / 60
-        setline = [(x, set_rate) for x, _ in admitted]
-        out.append(
-            line_chart(
-                "Admissions: set rate and actual",
-                [Series("actual", admitted), Series("set", setline, dashed=True)],
-                "scenario minutes",
-                "admitted per real second",
-            )
-        )
-    latency, load = site_series(result)
-    out.append('<div class="grid2">')
-    out.append(line_chart("Booking site latency", latency, "scenario minutes", "ms"))
-    out.append(line_chart("Booking site requests and errors", load, "scenario minutes", "per s"))
-    out.append("</div>")
-    hist = wait_histogram(result)
-    if hist:
-        out.append(bar_chart("Wait in line (scenario minutes)", hist, "minutes waited", "visitors"))
-    points = [
-        (v.promised_s * speed / 60, w * speed / 60)
-        for v in result.visitors
-        if (w := v.wait_s) is not None and v.promised_s is not None
+    d = f["driver"]
+    late = d["lateness_s"]
+    rows: list[tuple[str, Any]] = [
+        ("visitors (bots)", f"{f['visitors']:,} ({f['bots']:,})"),
+        ("admitted by the line (noticed by visitors)", f["admitted"]),
+        (
+            "booked / registered without a date",
+            f"{f['booked']:,} / {f['registered_without_date']:,}",
+        ),
+        (
+            "gave up / turned away by errors",
+            f"{f['outcomes']['gave_up']:,} / {f['outcomes']['error']:,}",
+        ),
+        (
+            "order inversions / positions that went up",
+            f"{f['order_inversions']} / {f['position_rises']}",
+        ),
+        ("visitors lost (place lapsed while checking as told)", f["lost_visitors"]),
+        (
+            "wait p50 / p90 / max (scenario min)",
+            " / ".join(_shown(f["wait_scenario_min"][k]) for k in ("p50", "p90", "max")),
+        ),
+        ("estimate error, median |%|", f["estimate_error_pct"]["median_abs"]),
+        ("site requests / errors", f"{f['site']['requests']:,} / {f['site']['errors']:,}"),
+        ("site p50 / p95 ms", f"{_shown(f['site']['p50_ms'])} / {_shown(f['site']['p95_ms'])}"),
+        ("most visitors present / held on schedule", f"{d['max_present']:,} / {d['max_held']:,}"),
+        ("requests sent (per real second)", f"{d['requests']:,} ({_shown(d['requests_per_s'])})"),
+        (
+            "lateness p50 / p99 / max (s)",
+            " / ".join(_shown(late[k]) for k in ("p50", "p99", "max")),
+        ),
     ]
+    counters = f.get("gateway_counters")
+    if counters:
+        rows.append(
+            (
+                "gateway: admitted / no-shows / swept out",
+                f"{counters['admitted']:,} / {counters['no_shows']:,} / {counters['abandoned']:,}",
+            )
+        )
+    cores = f["cpu"]["cores"]
+    if cores:
+        rows.append(("CPU cores used", ", ".join(f"{k} {v:g}" for k, v in cores.items())))
+    return _table(rows)
+
+
+def _chart(
+    title: str, lines: Sequence[Series], y_label: str, x_end: float, y_max: float | None = None
+) -> str:
+    return line_chart(title, lines, X, y_label, y_max=y_max, x_max=x_end)
+
+
+def _line_charts(result: RunResult, x_end: float) -> list[str]:
+    out = ['<div class="grid2">']
+    out.append(
+        _chart(
+            "People waiting in line",
+            [
+                Series("as the gateway counts them", sr.gateway_waiting(result)),
+                Series("as the visitors saw it", sr.waiting_over_time(result), dashed=True),
+            ],
+            "people",
+            x_end,
+        )
+    )
+    out.append(
+        _chart(
+            "Admissions: set rate and actual (gateway's counter)",
+            [
+                Series("actual", sr.gateway_rate(result, lambda s: s.admitted)),
+                Series("set", sr.set_rate(result), dashed=True),
+                Series(
+                    "noticed by visitors",
+                    sr.rate(result, (v.admitted_at for v in result.visitors if v.admitted_at)),
+                ),
+            ],
+            "admitted per real second",
+            x_end,
+        )
+    )
+    out.append(
+        _chart(
+            "Order inversions so far",
+            [Series("admitted ahead of an earlier arrival", sr.inversions_over_time(result))],
+            "visitors",
+            x_end,
+        )
+    )
+    out.append(
+        _chart(
+            "Visitors lost so far",
+            [Series("place lapsed while checking as told", sr.lost_over_time(result))],
+            "visitors",
+            x_end,
+        )
+    )
+    hist = sr.wait_histogram(result)
+    points = sr.promised_vs_actual(result)
+    if hist:
+        out.append(bar_chart("Wait in line", hist, "minutes waited (scenario)", "visitors"))
     if points:
-        errors = estimate_errors(result.visitors)
         out.append(
             scatter(
-                f"Estimate error: promised vs actual wait ({len(errors)} visitors)",
+                f"Estimate error: promised vs actual wait ({len(estimate_errors(result.visitors))}"
+                " visitors)",
                 points,
                 "promised at joining (scenario min)",
                 "actual (scenario min)",
             )
         )
-    outcomes = [
-        (float(i), float(i + 1), float(f["outcomes"][name])) for i, name in enumerate(OUTCOMES)
-    ]
-    out.append(bar_chart("Outcomes: " + ", ".join(OUTCOMES), outcomes, "outcome", "visitors"))
-    rows: list[tuple[str, Any]] = [
-        ("visitors (bots)", f"{f['visitors']:,} ({f['bots']:,})"),
-        *((f"outcome: {k}", v) for k, v in f["outcomes"].items()),
-        ("admitted by the line", f["admitted"]),
-        ("verified a phone", f["verified_phone"]),
-        ("slots at the start", f["slots"]),
-        ("bookings (site's count)", f["slots_booked_per_site"]),
-        ("PIN requests", f["pin_requests"]),
-        ("retries after errors", f["retries"]),
-        ("order inversions", f["order_inversions"]),
-        ("positions that went up", f["position_rises"]),
-        ("visitors lost (place lapsed while checking as told)", f["lost_visitors"]),
-        (
-            "wait p50 / p90 / max (scenario min)",
-            " / ".join(str(f["wait_scenario_min"][k]) for k in ("p50", "p90", "max")),
+    out.append("</div>")
+    return out
+
+
+def _driver_charts(result: RunResult, x_end: float) -> list[str]:
+    present, held = sr.driver_series(result)
+    sent, late = sr.request_series(result)
+    return [
+        '<div class="grid2">',
+        _chart(
+            "Visitors the driver held",
+            [Series("present", present), Series("held on schedule", held, dashed=True)],
+            "visitors",
+            x_end,
         ),
-        (
-            "estimate error, median |%| (signed)",
-            f"{f['estimate_error_pct']['median_abs']} ({f['estimate_error_pct']['median_signed']})",
+        _chart(
+            "Requests the driver sent",
+            [Series("sent", sent), Series("sent over 1 s late", late)],
+            "per real second",
+            x_end,
         ),
-        ("site requests / errors", f"{f['site']['requests']:,} / {f['site']['errors']:,}"),
-        ("site p50 / p95 ms", f"{f['site']['p50_ms']} / {f['site']['p95_ms']}"),
-        ("most visitors held at once", f["driver"]["max_concurrent_visitors"]),
-        ("driver lag p95 / max (s)", f"{f['driver']['lag_p95_s']} / {f['driver']['lag_max_s']}"),
+        "</div>",
     ]
-    if f["inversion_examples"]:
-        rows.append(("inversion examples (earlier, later)", json.dumps(f["inversion_examples"])))
-    return _checks(summary) + _table(rows) + "".join(out)
+
+
+def _outcome_bars(summary: dict[str, Any], title: str, y_max: float | None = None) -> str:
+    outcomes = summary["figures"]["outcomes"]
+    bars = [(name.replace("_", " "), float(outcomes[name])) for name in OUTCOMES]
+    return labelled_bars(title, bars, "visitors", y_max)
+
+
+def _site_pair(
+    result: RunResult, x_end: float, y_max: tuple[float, float] | None = None
+) -> list[str]:
+    (p50, p95), (requests, errors) = sr.site_series(result)
+    lat_max, load_max = y_max or (None, None)
+    return [
+        _chart(
+            "Booking site latency", [Series("p50", p50), Series("p95", p95)], "ms", x_end, lat_max
+        ),
+        _chart(
+            "Booking site requests and errors",
+            [Series("requests", requests), Series("errors (5xx, 429, none)", errors)],
+            "per real second",
+            x_end,
+            load_max,
+        ),
+    ]
+
+
+def _side_by_side(
+    result: RunResult,
+    summary: dict[str, Any],
+    direct: RunResult,
+    direct_summary: dict[str, Any],
+    comparison: dict[str, Any],
+) -> str:
+    keys = list(comparison["with_gateway"])
+    verdicts = "".join(
+        f'<tr><td class="{VERDICT[c["passed"]][0]}">{VERDICT[c["passed"]][1]}</td>'
+        f'<td>{escape(c["name"])}</td><td class="n">{escape(_shown(c["value"]))}</td>'
+        f"<td>{escape(c['target'])}</td></tr>"
+        for c in comparison["checks"]
+    )
+    rows = "".join(
+        f"<tr><th>{escape(k.replace('_', ' '))}</th>"
+        f'<td class="n">{escape(_shown(comparison["with_gateway"][k]))}</td>'
+        f'<td class="n">{escape(_shown(comparison["straight_at_site"][k]))}</td></tr>'
+        for k in keys
+    )
+    parts = [
+        "<h2>With and without the waiting room</h2>",
+        f"<table>{verdicts}</table>",
+        "<table><tr><th></th><th>with the line</th><th>straight at the site</th></tr>"
+        f"{rows}</table>",
+    ]
+    # The same crowd twice: every pair of charts shares its scale.
+    outcome_max = max(max(s["figures"]["outcomes"].values()) for s in (summary, direct_summary))
+    both = [sr.site_series(r) for r in (result, direct)]
+    lat_max = max(sr.peak(s[0][1]) for s in both)
+    load_max = max(max(sr.peak(s[1][0]), sr.peak(s[1][1])) for s in both)
+    x_end = max(_x_end(result), _x_end(direct))
+    scales = (lat_max, load_max)
+    left = [_outcome_bars(summary, "Outcomes", outcome_max), *_site_pair(result, x_end, scales)]
+    right = [
+        _outcome_bars(direct_summary, "Outcomes", outcome_max),
+        *_site_pair(direct, x_end, scales),
+    ]
+    parts.append(
+        '<div class="grid2"><div><h3>With the waiting room</h3>'
+        + "".join(left)
+        + "</div><div><h3>Straight at the site</h3>"
+        + "".join(right)
+        + "</div></div>"
+    )
+    return "".join(parts)
+
+
+def _x_end(result: RunResult) -> float:
+    return sr.minutes(result, result.duration_s)
+
+
+def _run_section(result: RunResult, summary: dict[str, Any], compared: bool) -> str:
+    x_end = _x_end(result)
+    parts = [_checks(summary), _figures(summary)]
+    if result.mode == GATEWAY:
+        parts += _line_charts(result, x_end)
+    if not compared:
+        parts += ['<div class="grid2">', _outcome_bars(summary, "Outcomes")]
+        parts += [*_site_pair(result, x_end), "</div>"]
+    parts += _driver_charts(result, x_end)
+    return "".join(parts)
 
 
 def render(
@@ -217,38 +323,32 @@ def render(
     comparison: dict[str, Any] | None = None,
 ) -> str:
     s = result.scenario
-    verdict = "PASSED" if summary["passed"] else "FAILED"
+    passed = summary["passed"] and all(
+        c["passed"] is not False for c in (comparison or {}).get("checks", [])
+    )
+    verdict = "PASSED" if passed else "FAILED"
     everyone = round(len(result.visitors) / result.squeeze.scale)
-    where = "Through the waiting room" if result.mode == "gateway" else "Straight at the site"
+    where = "Through the waiting room" if result.mode == GATEWAY else "Straight at the site"
     title = f"Replay of {s.title}"
     head = (
         f"<h1>{escape(title)}</h1><p>{escape(s.source)}. Opening {escape(s.opening)} = minute 0. "
         f"Speed {result.squeeze.speed:g} (scenario seconds per real second), scale "
         f"{result.squeeze.scale:g} ({len(result.visitors):,} of {everyone:,} "
         f"people), {summary['duration_real_s']} real seconds. Verdict: "
-        f'<span class="{"pass" if summary["passed"] else "fail"}">{verdict}</span></p>'
+        f'<span class="{"pass" if passed else "fail"}">{verdict}</span></p>'
     )
-    parts = [
-        head,
-        f"<h2>{where}</h2>",
-    ]
-    parts.append(_section(result, summary))
-    if comparison is not None:
-        parts.append("<h2>With and without the waiting room</h2>")
-        keys = list(comparison["with_gateway"])
-        rows = "".join(
-            f'<tr><th>{escape(k)}</th><td class="n">{comparison["with_gateway"][k]}</td>'
-            f'<td class="n">{comparison["straight_at_site"][k]}</td></tr>'
-            for k in keys
-        )
-        parts.append(
-            "<table><tr><th></th><th>with the line</th><th>straight at the site</th></tr>"
-            f"{rows}</table>"
-        )
+    parts = [head, "<h2>Launch-day facts</h2>", _launch_day(summary)]
+    compared = direct is not None and comparison is not None
+    if direct is not None and comparison is not None:
+        parts.append(_side_by_side(result, summary, direct[0], direct[1], comparison))
+    parts += [f"<h2>{where}</h2>", _run_section(result, summary, compared)]
     if direct is not None:
-        parts.append("<h2>Straight at the site (no line)</h2>")
-        parts.append(_section(*direct))
-    settings = {"room": summary["room"], "site": summary["site_env"], "sms": summary["sms_changes"]}
+        parts += ["<h2>Straight at the site (no line)</h2>", _run_section(*direct, compared)]
+    settings = {
+        "room": summary["room"],
+        "site": summary["site_env"],
+        "sms": summary["sms_changes"],
+    }
     parts.append(
         "<h2>Settings of this run</h2><pre>" + escape(json.dumps(settings, indent=1)) + "</pre>"
     )

@@ -6,20 +6,28 @@ one you started yourself.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import os
 import random
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from .driver import Driver, DriverStats, TimedAction, monotonic_clock
+from .cpu import CpuMeter
+from .driver import Driver, DriverStats, TimedAction
 from .journey import Endpoints, Journey, Visitor
 from .model import plan_visitors
 from .record import Recorder, VisitorRecord
-from .scaling import Squeeze, room_settings, sms_schedule
+from .scaling import ROOM, Squeeze, room_settings, sms_schedule
 from .scenario import Scenario
-from .transport import HttpxTransport, Transport
+from .transport import Transport
+from .watch import GatewayWatch, RoomSample
+from .wire import WireTransport
 
 GATEWAY = "gateway"
 DIRECT = "direct"
@@ -41,6 +49,8 @@ class RunResult:
     slots_after: int | None = None
     sms_changes: list[dict[str, Any]] = field(default_factory=list)
     started_unix: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # party -> CPU seconds in the run
+    gateway_samples: list[RoomSample] = field(default_factory=list)  # its /metrics, each second
 
 
 def phone_numbers(count: int, seed: int) -> list[str]:
@@ -50,10 +60,9 @@ def phone_numbers(count: int, seed: int) -> list[str]:
     return [f"+4206{base + i:08d}" for i in range(count)]
 
 
-async def _slots_left(backend: str) -> int | None:
+async def _slots_left(client: httpx.AsyncClient, backend: str) -> int | None:
     try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            reply = await client.get(f"{backend}/_backend/sold-out")
+        reply = await client.get(f"{backend}/_backend/sold-out")
         value = reply.json().get("slots_left")
         return int(value) if isinstance(value, int) else None
     except (httpx.HTTPError, ValueError):
@@ -67,12 +76,17 @@ async def replay(
     backend: str,
     gateway: str | None,
     admin_token: str = "",
-    concurrency: int = 64,
+    connections: int = 1024,
     max_seconds: float = 600.0,
     seed: int = 1,
     site_env: dict[str, str] | None = None,
     transport: Transport | None = None,
+    pids: Mapping[str, list[int]] | None = None,
+    room: dict[str, float] | None = None,
+    watch: bool = True,
 ) -> RunResult:
+    """Play the scenario's crowd. `pids` (party -> process ids) are measured for CPU; `room`
+    is the gateway room's settings in real time (default: `scaling.room_settings`)."""
     plan = plan_visitors(scenario, squeeze.scale, seed)
     phones = phone_numbers(len(plan), seed + int(time.time()))
     records = [
@@ -80,12 +94,17 @@ async def replay(
         for p in plan
     ]
     visitors = [Visitor(p, r, phone) for p, r, phone in zip(plan, records, phones, strict=True)]
+    # Hundreds of thousands of long-lived records: without this, every full collection of the
+    # cyclic GC walks them all (measured: pauses of up to half a second, sending requests late).
+    gc.collect()
+    gc.freeze()
+    # One client for the few side requests, made before the clock starts: creating one costs
+    # tens of milliseconds (an SSL context) that would stall every visitor.
+    side = httpx.AsyncClient(timeout=10)
+    wire = WireTransport(connections=connections) if transport is None else None
+    transport = transport or wire
+    assert transport is not None
     recorder = Recorder()
-    now = monotonic_clock()
-    endpoints = Endpoints(site=gateway or backend, backend=backend, gateway=gateway)
-    own_transport = transport is None
-    transport = transport or HttpxTransport(connections=concurrency)
-    journey = Journey(transport, recorder, scenario.behaviour, squeeze, endpoints, now, seed)
     result = RunResult(
         scenario,
         GATEWAY if gateway else DIRECT,
@@ -93,20 +112,23 @@ async def replay(
         records,
         recorder,
         DriverStats(),
-        room=room_settings(scenario.gateway, squeeze) if gateway else None,
+        room=(room or room_settings(scenario, squeeze)) if gateway else None,
         site_env=dict(site_env or {}),
+        slots_before=await _slots_left(side, backend),
         started_unix=time.time(),
     )
-    result.slots_before = await _slots_left(backend)
+    endpoints = Endpoints(site=gateway or backend, backend=backend, gateway=gateway)
+    epoch = time.monotonic()
+    journey = Journey(transport, recorder, scenario.behaviour, squeeze, endpoints, epoch, seed)
+    now = journey.now
 
     def sms_change(at: float, per_second: float) -> TimedAction:
         async def run() -> None:
-            async with httpx.AsyncClient(timeout=10) as client:
-                reply = await client.post(
-                    f"{backend}/_backend/admin/sms-rate",
-                    json={"per_second": per_second},
-                    headers={"Authorization": f"Bearer {admin_token}"},
-                )
+            reply = await side.post(
+                f"{backend}/_backend/admin/sms-rate",
+                json={"per_second": per_second},
+                headers={"Authorization": f"Bearer {admin_token}"},
+            )
             result.sms_changes.append(
                 {"at_s": round(now(), 3), "per_second": per_second, "status": reply.status_code}
             )
@@ -115,12 +137,41 @@ async def replay(
 
     actions = [sms_change(at, rate) for at, rate in sms_schedule(scenario.site, squeeze)]
     result.limit_s = min(max_seconds, squeeze.real(scenario.duration_minutes * 60))
-    driver = Driver(journey, visitors, concurrency=concurrency, actions=actions)
+
+    def progress(second: int) -> None:
+        # A long run says how it is doing every 30 s (stderr), so nobody waits ten minutes
+        # to learn the driver fell behind in the first one.
+        if second % 30 > 0 or result.limit_s < 60:
+            return
+        samples = driver.stats.seconds
+        last, before = samples[-1], samples[-2] if len(samples) > 1 else None
+        rate = last.started - (before.started if before else 0)
+        print(
+            f"  {second:4d} s: {last.present:,} present, {last.held:,} held on schedule, "
+            f"{rate:,} requests started in the last second, {last.in_flight:,} in flight",
+            file=sys.stderr,
+        )
+
+    driver = Driver(journey, visitors, actions=actions, probe=wire, on_second=progress)
+    watcher = (
+        GatewayWatch(f"{gateway}/metrics", ROOM, now, transport) if gateway and watch else None
+    )
+    meter = CpuMeter(pids or {}, alone={"driver": [os.getpid()]})
+    meter.start()
+    watching = asyncio.create_task(watcher.run()) if watcher else None
     try:
         result.stats = await driver.run(result.limit_s)
     finally:
-        if own_transport:
-            await transport.aclose()
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+        result.cpu_s = meter.stop()
+        if wire is not None:
+            await wire.aclose()
+        gc.unfreeze()
     result.duration_s = now()
-    result.slots_after = await _slots_left(backend)
+    result.slots_after = await _slots_left(side, backend)
+    await side.aclose()
+    if watcher is not None:
+        result.gateway_samples = watcher.samples
     return result

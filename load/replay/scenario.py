@@ -54,18 +54,21 @@ class Curve:
 
 @dataclass(frozen=True, slots=True)
 class Behaviour:
-    """How simulated people act. Durations in scenario seconds unless named minutes."""
+    """How simulated people act. Durations in scenario seconds unless named minutes, except
+    two reload paces, which are real seconds: a person hammering reload and a script polling
+    keep their pace however fast the replay runs the day (bot_poll_seconds and
+    storm_interval_seconds)."""
 
     # Giving up while waiting: a Weibull patience. shape > 1 means the hazard (the chance of
     # giving up in the next minute, for someone still there) grows the longer they wait.
     patience_median_minutes: float = 60.0
     patience_shape: float = 1.5
-    # A share of visitors ignore poll_after and refresh every bot_poll_seconds; they never
-    # give up.
+    # A share of visitors ignore poll_after and refresh every bot_poll_seconds (real
+    # seconds); they never give up.
     bot_share: float = 0.0
     bot_poll_seconds: float = 1.0
     # Refresh storm: arrivals in the first storm_minutes reload the page storm_refreshes
-    # times, storm_interval_seconds apart, before they settle down.
+    # times, storm_interval_seconds (real seconds) apart, before they settle down.
     storm_minutes: float = 0.0
     storm_refreshes: int = 0
     storm_interval_seconds: float = 2.0
@@ -142,13 +145,24 @@ class Targets:
     estimate_error_median_pct: float = 50.0
 
 
+MEASURES = ("arrivals", "waiting", "admitted", "slots", "booked", "registered", "sold_out")
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
-    """A fact from the news the scenario must reproduce, checked on the model (no HTTP).
+    """A fact from the news the scenario must reproduce, in full-scale figures.
 
-    measure: "arrivals" between from_minute and to_minute; "waiting" at to_minute and
-    "admitted" by to_minute, for a line served at gateway.rate_per_minute where nobody gives
-    up (so "waiting" is an upper bound); "slots", the site's inventory.
+    Each is checked twice: on the model (a line served at gateway.rate_per_minute where
+    nobody gives up, no HTTP; `load.replay.model.measure`) and on a replay's own results
+    scaled back up (`load.replay.outcomes`). The measures:
+
+    - "arrivals": people arriving between from_minute and to_minute;
+    - "waiting": people in line at to_minute (the model's figure is an upper bound);
+    - "admitted": people let through by to_minute;
+    - "slots": the site's appointments;
+    - "booked": appointments booked by to_minute;
+    - "registered": people through the whole flow by to_minute, with a date or without;
+    - "sold_out": the minute the last appointment went (inf if never).
     """
 
     what: str
@@ -159,8 +173,17 @@ class Check:
     at_most: float = math.inf
 
     def __post_init__(self) -> None:
-        if self.measure not in ("arrivals", "waiting", "admitted", "slots"):
+        if self.measure not in MEASURES:
             raise ScenarioError(f"check {self.what!r}: unknown measure {self.measure!r}")
+
+    def holds(self, value: float) -> bool:
+        return self.at_least <= value <= self.at_most
+
+    @property
+    def target(self) -> str:
+        low = None if self.at_least == -math.inf else f">= {self.at_least:,.0f}"
+        high = None if self.at_most == math.inf else f"<= {self.at_most:,.0f}"
+        return " and ".join(t for t in (low, high) if t) or "any"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -32,6 +32,7 @@ class Running:
     gateway: str | None
     backend: str
     admin_token: str
+    pids: dict[str, list[int]] = field(default_factory=dict)  # party -> supervisor pids
 
 
 def _uvicorn(
@@ -41,6 +42,9 @@ def _uvicorn(
     command = [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     command += ["--timeout-graceful-shutdown", "3"]
+    # The replay's keep-alive connections stay open between a visitor's checks (up to 45 s
+    # apart): with uvicorn's default of 5 s the driver would reconnect thousands of times.
+    command += ["--timeout-keep-alive", "120"]
     if workers > 1:
         command += ["--workers", str(workers)]
     with log.open("ab") as out:
@@ -103,7 +107,7 @@ def private_stack(
         procs.append(proc)
         _wait_healthy(proc, backend, log)
         if rooms_toml is None:
-            yield Running(None, backend, admin)
+            yield Running(None, backend, admin, {"site": [proc.pid]})
             return
         redis = RedisServer()
         redis.start()
@@ -127,7 +131,8 @@ def private_stack(
         proc, gateway = _uvicorn("gateway.app:create_app", gateway_env, log, gateway_workers)
         procs.append(proc)
         _wait_healthy(proc, gateway, log)
-        yield Running(gateway, backend, admin)
+        pids = {"gateway": [proc.pid], "site": [procs[0].pid], "redis": [redis.pid]}
+        yield Running(gateway, backend, admin, pids)
     finally:
         for proc in reversed(procs):
             _stop(proc)

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-WIDTH, HEIGHT = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 40
+WIDTH, HEIGHT = 640, 270
+# The title on the first line, the legend on the second (left-aligned, so a long title never
+# runs into it), then the plot.
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 44, 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +32,9 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     start = math.floor(low / step) * step
-    ticks = []
-    value = start
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 10))
-        value += step
+    ticks = [round(start, 10)]
+    while ticks[-1] < high - step * 1e-9:  # the last tick covers the highest value
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -101,17 +101,26 @@ def _svg(parts: list[str], title: str) -> str:
 
 def _legend(labels: Sequence[str]) -> list[str]:
     parts = []
-    x = WIDTH - RIGHT
-    for i, label in reversed(list(enumerate(labels))):
-        x -= 8 + 7 * len(label) + 16
-        parts.append(f'<rect class="s{i}" x="{x}" y="8" width="10" height="10"/>')
-        parts.append(f'<text class="tick" x="{x + 14}" y="17">{escape(label)}</text>')
+    x = float(LEFT)
+    for i, label in enumerate(labels):
+        parts.append(f'<rect class="s{i}" x="{x:.0f}" y="22" width="10" height="10"/>')
+        parts.append(f'<text class="tick" x="{x + 14:.0f}" y="31">{escape(label)}</text>')
+        x += 14 + 6 * len(label) + 18
     return parts
 
 
-def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str) -> str:
-    xs = [x for s in series for x, _ in s.points]
-    ys = [y for s in series for _, y in s.points]
+def line_chart(
+    title: str,
+    series: Sequence[Series],
+    x_label: str,
+    y_label: str,
+    y_max: float | None = None,
+    x_max: float | None = None,
+) -> str:
+    """Lines over a shared x axis. `y_max` and `x_max` extend the axes to at least those
+    values, so that two charts of two runs share their scales and compare at a glance."""
+    xs = [x for s in series for x, _ in s.points] + ([0.0, x_max] if x_max else [])
+    ys = [y for s in series for _, y in s.points] + ([y_max] if y_max else [])
     frame = _Frame(xs, ys)
     parts = frame.axes(title, x_label, y_label)
     for i, s in enumerate(series):
@@ -151,4 +160,38 @@ def scatter(title: str, points: Sequence[tuple[float, float]], x_label: str, y_l
     )
     for x, y in points:
         parts.append(f'<circle class="s0" cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="2"/>')
+    return _svg(parts, title)
+
+
+def labelled_bars(
+    title: str, bars: Sequence[tuple[str, float]], y_label: str, y_max: float | None = None
+) -> str:
+    """One bar per category, named under it, with its value above it."""
+    heights = [h for _, h in bars] + ([y_max] if y_max else [])
+    frame = _Frame([0.0, float(len(bars))], heights)
+    parts = frame.axes(title, "", y_label)[:1]  # the title; the x axis is the names
+    for t in frame.yt:
+        y = frame.y(t)
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>'
+        )
+    slot = (WIDTH - LEFT - RIGHT) / max(1, len(bars))
+    for i, (label, h) in enumerate(bars):
+        x = LEFT + i * slot
+        y = frame.y(h)
+        parts.append(
+            f'<rect class="s{i % 3}" x="{x + slot * 0.15:.1f}" y="{y:.1f}" '
+            f'width="{slot * 0.7:.1f}" height="{max(0.0, frame.y(0) - y):.1f}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{x + slot / 2:.1f}" y="{y - 4:.1f}" '
+            f'text-anchor="middle">{h:,.0f}</text>'
+        )
+        parts.append(
+            f'<text class="label" x="{x + slot / 2:.1f}" y="{HEIGHT - BOTTOM + 14}" '
+            f'text-anchor="middle">{escape(label)}</text>'
+        )
     return _svg(parts, title)
