@@ -225,7 +225,15 @@ class LineStore:
             k.proof_used(who.proof_id or "-"),
         ]
         status, place, head, now, extra = await self._join(
-            keys=[k.state, k.admitted, k.used_invites, *k.lane(lane).all(), *abuse, *lines],
+            keys=[
+                k.state,
+                k.admitted,
+                k.used_invites,
+                *k.lane(lane).all(),
+                *abuse,
+                k.active,
+                *lines,
+            ],
             args=[
                 _now_arg(now_us),
                 visitor,

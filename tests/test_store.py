@@ -136,6 +136,26 @@ async def test_no_slots_banked_for_people_not_yet_here(store: LineStore) -> None
     assert snap.admitted_total == 1 and snap.waiting == 9
 
 
+async def test_a_full_site_lets_nobody_straight_through(store: LineStore) -> None:
+    # Ops cap the visitors on the site at 2: once 2 are admitted, an empty line with a free
+    # slot still queues the next arrival, until a place on the site frees up.
+    await make_room(store, rate_per_minute=60)
+    await store.configure("r", max_active=2, now_us=T0)
+    first = await store.join("r", "v00000000001", now_us=T0)
+    second = await store.join("r", "v00000000002", now_us=T0 + 2 * SEC)
+    assert (first.status, second.status) == ("admitted", "admitted")
+    for visitor in ("v00000000001", "v00000000002"):  # on the site for 20 s
+        assert await store.claim("r", visitor, 20, now_us=T0 + 3 * SEC) is not None
+    third = await store.join("r", "v00000000003", now_us=T0 + 10 * SEC)
+    assert third.status == "waiting"
+    snap = await store.tick("r", now_us=T0 + 11 * SEC)
+    assert snap.admitted_total == 2 and snap.waiting == 1
+    # The passes run out: the one waiting goes in.
+    await store.tick("r", now_us=T0 + 24 * SEC)
+    snap = await store.tick("r", now_us=T0 + 25 * SEC)
+    assert snap.admitted_total == 3 and snap.waiting == 0
+
+
 async def test_closed_room_takes_no_one_new_but_keeps_the_line(store: LineStore) -> None:
     await make_room(store, rate_per_minute=0)
     await store.join("r", "v00000000001", now_us=T0)

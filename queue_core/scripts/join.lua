@@ -5,7 +5,8 @@
 --   seen bitfield, holes list, pre-queue zset
 -- KEYS[9] the joining address's counter   KEYS[10] its subnet's counter
 -- KEYS[11] the proof-of-work record for the challenge this join solved
--- KEYS[12..] every lane's line zset (to know whether anybody at all is waiting)
+-- KEYS[12] the active zset (admitted visitors on the site: the room's cap on them)
+-- KEYS[13..] every lane's line zset (to know whether anybody at all is waiting)
 -- ARGV[1] now override in microseconds, or '' for the server clock
 -- ARGV[2] visitor id   ARGV[3] a random number in [0, 1): this visitor's draw in a pre-queue
 -- ARGV[4] an invitation id to redeem (single use), or ''
@@ -112,11 +113,16 @@ count_newcomer()
 -- Nobody waiting and spare capacity: straight through. Only one slot is ever free for an
 -- empty line, however long it was empty: slots are not banked for people not yet here.
 local nobody = true
-for i = 12, #KEYS do
+for i = 13, #KEYS do
   if redis.call('ZCARD', KEYS[i]) > 0 then nobody = false; break end
 end
+-- A full site takes nobody new, straight through or not (as in tick.lua).
+local max_active = num(st, 'max_active', 0)
+local site_full = max_active > 0
+  and redis.call('ZCARD', KEYS[12]) + redis.call('ZCARD', KEYS[2]) >= max_active
 local interval = slot_interval(st)
-if nobody and interval ~= nil and st['paused'] ~= '1' and num(st, 'next_slot', now) <= now then
+if nobody and not site_full and interval ~= nil and st['paused'] ~= '1'
+    and num(st, 'next_slot', now) <= now then
   local claim_us = num(st, 'claim_us', 300000000)
   redis.call('ZADD', KEYS[2], fmt(now + claim_us), vid)
   redis.call('HSET', KEYS[4], 'head', place)
