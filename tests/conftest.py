@@ -30,6 +30,13 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis of the module's own, for tests that flush, pause or kill it."""
+    with RedisServer() as server:
+        yield server
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

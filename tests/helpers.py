@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -197,7 +198,9 @@ def delete_keys(redis_url: str, prefix: str) -> None:
         finally:
             await client.aclose()
 
-    asyncio.run(run())
+    # On a thread of its own: Playwright's sync API keeps an event loop on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 def record_figures(test: str, **figures: object) -> None:

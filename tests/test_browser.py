@@ -6,31 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from browsers import chromium
+from playwright.sync_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from gateway.ops.auth import hash_password
-from helpers import REPO_ROOT, run_server
+from helpers import REPO_ROOT, delete_keys, run_server
 from queue_core.store import LineStore
 
 pytestmark = pytest.mark.slow
 OPS_PASSWORD = "launch-morning-0800"
 SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
-CHROMIUM = os.environ.get("WAITROOM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ROOMS = """
 [rooms.book]
 title = "Vaccination booking"
@@ -105,32 +101,14 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             try:
                 yield Stack(url, prefix, redis_url)
             finally:
-                client = redis.Redis.from_url(redis_url)
-                for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-                    client.delete(key)
-                client.close()
+                delete_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: ./waitroom test installs Debian's chromium")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def visitor(browser: Browser, stack: Stack, lang: str = "en-GB", js: bool = True) -> Page:

@@ -7,30 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
-import shutil
 import statistics
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from browsers import chromium
+from playwright.sync_api import Browser, Page, expect
 from redis.asyncio import Redis
 
-from helpers import REPO_ROOT, run_server
+from helpers import REPO_ROOT, delete_keys, run_server
 from queue_core.rooms import RoomConfig
 from queue_core.store import LineStore
 
 pytestmark = pytest.mark.slow
-CHROMIUM = os.environ.get("WAITROOM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 DEFAULT_BITS = RoomConfig("x", ("/x",)).challenge_bits
 RUNS = 12
@@ -60,22 +56,13 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         try:
             yield url, prefix
         finally:
-            client = redis.Redis.from_url(redis_url)
-            for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-                client.delete(key)
-            client.close()
+            delete_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: ./waitroom test installs Debian's chromium")
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def no_serious_violations(page: Page) -> None:

@@ -22,12 +22,6 @@ ROOMS = '[rooms.vaccination]\npaths = ["/book"]\nrate_per_minute = 0\n'
 
 
 @pytest.fixture(scope="module")
-def private_redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(private_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with gateway_stack(
         private_redis.url,

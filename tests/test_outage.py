@@ -40,12 +40,6 @@ JOIN = "/_waitroom/api/rooms/{room}/join"
 
 
 @pytest.fixture(scope="module")
-def private_redis() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def stack(private_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with gateway_stack(
         private_redis.url,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from helpers import REPO_ROOT, free_port, record_figures, run_server
+from helpers import REPO_ROOT, delete_keys, free_port, record_figures, run_server
 from queue_core.store import LineStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -98,12 +98,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         with contextlib.suppress(Exception):
             site.kill()
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
-        client.close()
+        delete_keys(redis_url, prefix)
 
 
 async def configure(stack: Stack, **settings: float) -> None:
